@@ -1,0 +1,36 @@
+# The two commands a newcomer needs: `make run` and `make test`.
+PYTHON ?= python3
+UV = $(PYTHON) -m uv
+PORT ?= 8000
+
+.PHONY: install run test test-postgres lint format uv system-deps
+
+uv:
+	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv || $(PYTHON) -m pip install --quiet --user uv
+
+install: uv
+	$(UV) sync --frozen
+
+.env:
+	cp .env.example .env
+	@echo "Created .env from .env.example (edit it to add keys)."
+
+run: install .env
+	$(UV) run python manage.py migrate --noinput
+	$(UV) run python manage.py ensureadmin
+	$(UV) run python manage.py runharness --port $(PORT)
+
+test: install
+	$(UV) run pytest
+
+test-postgres: install
+	DATABASE_URL=$${TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/harness} $(UV) run pytest
+
+lint: install
+	$(UV) run ruff check .
+	$(UV) run ruff format --check .
+	$(UV) run mypy .
+
+format: install
+	$(UV) run ruff format .
+	$(UV) run ruff check --fix .

@@ -1,0 +1,63 @@
+"""The one NinjaAPI: every app's router is mounted here under /api/."""
+
+from __future__ import annotations
+
+from django.core.exceptions import RequestDataTooBig
+from django.http import HttpRequest, HttpResponse
+from ninja import NinjaAPI
+from ninja.errors import AuthenticationError, HttpError, ValidationError
+
+from accounts.auth import ApiAuthError, ApiKeyAuth
+
+api = NinjaAPI(
+    title="Agent harness API",
+    version="1",
+    description="Start agent runs, follow them, cancel them. Authenticate with `Authorization: Bearer <API key>`.",
+    auth=ApiKeyAuth(),
+    urls_namespace="api",
+)
+
+
+@api.exception_handler(ApiAuthError)
+def auth_error(request: HttpRequest, exc: ApiAuthError) -> HttpResponse:
+    response = api.create_response(request, {"detail": exc.message}, status=401)
+    response["WWW-Authenticate"] = 'Bearer realm="api"'
+    return response
+
+
+@api.exception_handler(AuthenticationError)
+def authentication_error(request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
+    return auth_error(request, ApiAuthError("invalid or missing API key"))
+
+
+@api.exception_handler(RequestDataTooBig)
+def too_big(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
+    return api.create_response(request, {"detail": "request body: over the size limit (HARNESS_MAX_REQUEST_BYTES)"}, status=413)
+
+
+@api.exception_handler(HttpError)
+def http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
+    message = str(exc)
+    if exc.status_code == 400 and "parse" in message.lower():
+        # Malformed JSON is a body the client must fix, like any other invalid field.
+        return api.create_response(
+            request, {"detail": [{"type": "json_invalid", "loc": ["body"], "msg": f"malformed JSON body: {message}"}]}, status=422
+        )
+    return api.create_response(request, {"detail": message}, status=exc.status_code)
+
+
+@api.exception_handler(ValidationError)
+def validation_error(request: HttpRequest, exc: ValidationError) -> HttpResponse:
+    errors = [
+        {key: value for key, value in error.items() if key in ("type", "loc", "msg")} for error in exc.errors
+    ]
+    return api.create_response(request, {"detail": errors}, status=422)
+
+
+def _mount() -> None:
+    from runs.api import router as runs_router
+
+    api.add_router("/", runs_router)
+
+
+_mount()

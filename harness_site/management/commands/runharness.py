@@ -1,0 +1,90 @@
+"""Start the whole harness in one process tree: the web server and the worker.
+
+Both log JSON lines to this terminal; Ctrl-C (or SIGTERM) stops both. If either
+exits on its own, the other is stopped too and the command fails, so a
+supervisor (or a container runtime) restarts the pair.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandParser
+
+STOP_GRACE_SECONDS = 15
+
+
+class Command(BaseCommand):
+    help = "Run the web server (daphne) and the background worker (django-q2 qcluster) together."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
+        parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+        parser.add_argument("--no-worker", action="store_true", help="Web server only (run workers elsewhere).")
+        parser.add_argument("--no-web", action="store_true", help="Worker only.")
+
+    def handle(self, *args: Any, host: str, port: int, no_worker: bool, no_web: bool, **options: Any) -> None:
+        children: dict[str, subprocess.Popen[bytes]] = {}
+        if not no_web:
+            children["web"] = subprocess.Popen(
+                [sys.executable, "-m", "daphne", "--verbosity", "0", "-b", host, "-p", str(port), "harness_site.asgi:application"]
+            )
+        if not no_worker:
+            children["worker"] = subprocess.Popen([sys.executable, "manage.py", "qcluster"], cwd=settings.BASE_DIR)
+        shown = "localhost" if host in ("127.0.0.1", "0.0.0.0", "::") else host  # noqa: S104
+        base = f"http://{shown}:{port}"
+        self.stderr.write(
+            "\n".join(
+                [
+                    "",
+                    f"Agent harness on {base}  (web: {'yes' if 'web' in children else 'no'}, "
+                    f"worker: {'yes' if 'worker' in children else 'no'}, {settings.HARNESS_WORKERS} worker process(es))",
+                    f"  health:  curl {base}/health",
+                    f"  admin:   {base}/admin/   (login: uv run python manage.py ensureadmin)",
+                    "  API key: uv run python manage.py createapikey USERNAME",
+                    "  Ctrl-C stops everything.",
+                    "",
+                ]
+            )
+        )
+        stopping = False
+
+        def stop(signum: int, frame: Any) -> None:
+            nonlocal stopping
+            stopping = True
+
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGTERM, stop)
+        exit_code = 0
+        while not stopping:
+            for name, child in children.items():
+                code = child.poll()
+                if code is not None:
+                    self.stderr.write(f"{name} exited with code {code}; stopping the harness.")
+                    exit_code = code or 1
+                    stopping = True
+                    break
+            time.sleep(0.2)
+        self._stop_all(children)
+        if exit_code:
+            raise SystemExit(exit_code)
+
+    def _stop_all(self, children: dict[str, subprocess.Popen[bytes]]) -> None:
+        for child in children.values():
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        for name, child in children.items():
+            try:
+                child.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                self.stderr.write(f"{name} did not stop in {STOP_GRACE_SECONDS} s; killing it.")
+                child.kill()
+                child.wait()
+        self.stderr.write("Harness stopped.")

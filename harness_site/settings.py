@@ -1,0 +1,216 @@
+"""Settings for the agent harness, read from the environment only.
+
+A local `.env` file (created by `make run` from `.env.example`) is loaded first;
+real environment variables always win over it. Every variable is documented in
+`.env.example`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import dj_database_url
+import django_stubs_ext
+from django.core.exceptions import ImproperlyConfigured
+
+from harness_site.env import (
+    env_bool,
+    env_float,
+    env_int,
+    env_list,
+    env_secret,
+    env_str,
+    load_env_file,
+)
+
+# Lets the typed admin (ModelAdmin[Run]) and QuerySet[Run] work at run time.
+django_stubs_ext.monkeypatch()
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(env_str("HARNESS_VAR_DIR") or BASE_DIR / "var")
+
+if not env_bool("HARNESS_IGNORE_ENV_FILE"):
+    load_env_file(BASE_DIR / ".env")
+
+DEBUG = env_bool("DEBUG", False)
+SECRET_KEY = env_secret("SECRET_KEY")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "SECRET_KEY is not set. Set it in the environment (or SECRET_KEY_FILE), "
+            "or set DEBUG=true for local development."
+        )
+    SECRET_KEY = "insecure-local-development-key-only-used-when-DEBUG-is-on"
+
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ("localhost", "127.0.0.1", "[::1]"))
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
+SITE_URL = env_str("SITE_URL", "http://localhost:8000").rstrip("/")
+if env_bool("SECURE_PROXY_SSL_HEADER"):
+    # Azure Container Apps terminates TLS at its ingress and forwards the scheme.
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_q",
+    "harness_site.apps.HarnessSiteConfig",
+    "audit",
+    "accounts",
+    "runs",
+]
+
+MIDDLEWARE = [
+    "harness_site.middleware.RequestLogMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "harness_site.urls"
+WSGI_APPLICATION = "harness_site.wsgi.application"
+ASGI_APPLICATION = "harness_site.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------
+# DATABASE_URL: the app's connection (Neon: the pooled endpoint).
+# DIRECT_DATABASE_URL: used by `manage.py migrate` when set (Neon: the direct
+# endpoint; pgbouncer in transaction mode cannot run migrations safely).
+
+
+def _database(url: str) -> dict:
+    config = dj_database_url.parse(url, conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0))
+    if config["ENGINE"] == "django.db.backends.sqlite3":
+        # Web and worker processes share the file: WAL lets readers run beside the
+        # writer, IMMEDIATE takes the write lock up front instead of failing with
+        # "database is locked" on upgrade, and the timeout waits out short writes.
+        config["OPTIONS"] = {
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 30,
+        }
+    else:
+        config.setdefault("OPTIONS", {})
+        config["CONN_HEALTH_CHECKS"] = True
+    return config
+
+
+DATABASE_URL = env_secret("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'harness.sqlite3'}"
+DATABASES = {"default": _database(DATABASE_URL)}
+DIRECT_DATABASE_URL = env_secret("DIRECT_DATABASE_URL")
+if DIRECT_DATABASE_URL:
+    DATABASES["direct"] = _database(DIRECT_DATABASE_URL)
+    DATABASES["direct"]["TEST"] = {"MIRROR": "default"}
+if env_str("TEST_DATABASE_NAME"):
+    DATABASES["default"]["TEST"] = {"NAME": env_str("TEST_DATABASE_NAME")}
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+# Serve admin assets straight from the installed apps: no collectstatic step is
+# needed for `make run`, and the container image runs collectstatic anyway.
+WHITENOISE_USE_FINDERS = True
+warnings.filterwarnings("ignore", message="No directory at", module="whitenoise.base")
+
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("HARNESS_MAX_REQUEST_BYTES", 1_048_576, minimum=1024)
+
+# --- Models and agents ----------------------------------------------------
+HARNESS_MODEL = env_str("HARNESS_MODEL", "gpt-5.4-mini")
+HARNESS_ALLOWED_MODELS = sorted(
+    {HARNESS_MODEL, "offline", *env_list("HARNESS_ALLOWED_MODELS")}
+)
+OPENAI_API_KEY = env_secret("OPENAI_API_KEY")
+OPENAI_BASE_URL = env_str("OPENAI_BASE_URL")
+HARNESS_OPENAI_API = env_str("HARNESS_OPENAI_API", "responses")
+if HARNESS_OPENAI_API not in {"responses", "chat_completions"}:
+    raise ImproperlyConfigured(
+        f"HARNESS_OPENAI_API: expected 'responses' or 'chat_completions', got {HARNESS_OPENAI_API!r}"
+    )
+HARNESS_OPENAI_TRACING = env_bool("HARNESS_OPENAI_TRACING", False)
+HARNESS_TRACE_INCLUDE_SENSITIVE_DATA = env_bool("HARNESS_TRACE_INCLUDE_SENSITIVE_DATA", True)
+HARNESS_OFFLINE_DELAY_MS = env_int("HARNESS_OFFLINE_DELAY_MS", 0, minimum=0)
+
+# --- Runs -----------------------------------------------------------------
+HARNESS_MAX_INPUT_CHARS = env_int("HARNESS_MAX_INPUT_CHARS", 32_000, minimum=1)
+HARNESS_RUN_TIMEOUT_SECONDS = env_float("HARNESS_RUN_TIMEOUT_SECONDS", 600, minimum=1)
+HARNESS_RUN_MAX_TURNS = env_int("HARNESS_RUN_MAX_TURNS", 10, minimum=1)
+HARNESS_RUN_LEASE_SECONDS = env_float("HARNESS_RUN_LEASE_SECONDS", 30, minimum=1)
+HARNESS_RUN_MAX_ATTEMPTS = env_int("HARNESS_RUN_MAX_ATTEMPTS", 1, minimum=1)
+HARNESS_CANCEL_CHECK_SECONDS = env_float("HARNESS_CANCEL_CHECK_SECONDS", 0.25, minimum=0.01)
+HARNESS_REQUEUE_AFTER_SECONDS = env_float("HARNESS_REQUEUE_AFTER_SECONDS", 120, minimum=1)
+HARNESS_REAPER_INTERVAL_MINUTES = env_int("HARNESS_REAPER_INTERVAL_MINUTES", 1, minimum=1)
+
+# --- Background worker (django-q2) ----------------------------------------
+REDIS_URL = env_secret("REDIS_URL")
+HARNESS_WORKERS = env_int("HARNESS_WORKERS", 2, minimum=1)
+Q_CLUSTER = {
+    "name": "harness",
+    "workers": HARNESS_WORKERS,
+    # A task is killed only well after the run's own timeout has failed it
+    # cleanly; retries are the reaper's decision (leases), never the broker's.
+    "timeout": int(HARNESS_RUN_TIMEOUT_SECONDS + 60),
+    "retry": int(HARNESS_RUN_TIMEOUT_SECONDS + 120),
+    "max_attempts": 1,
+    "ack_failures": True,
+    "catch_up": False,
+    "save_limit": 1000,
+    "poll": env_float("HARNESS_QUEUE_POLL_SECONDS", 0.05, minimum=0.01),
+    "label": "Task queue",
+}
+if REDIS_URL:
+    Q_CLUSTER["redis"] = REDIS_URL
+else:
+    Q_CLUSTER["orm"] = "default"
+
+# --- Logging: JSON lines on stdout ---------------------------------------
+LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"json": {"()": "harness_site.logs.JsonFormatter"}},
+    "handlers": {
+        "stdout": {"class": "logging.StreamHandler", "stream": "ext://sys.stdout", "formatter": "json"},
+    },
+    "root": {"handlers": ["stdout"], "level": LOG_LEVEL},
+    "loggers": {
+        "django.db.backends": {"level": "INFO"},
+        "httpx": {"level": "WARNING"},
+        "httpcore": {"level": "WARNING"},
+    },
+}

@@ -1,0 +1,13 @@
+"""Settings for the test suite: the real settings with a fixed, key-less environment."""
+
+import os
+
+os.environ["HARNESS_IGNORE_ENV_FILE"] = "1"
+os.environ.setdefault("DEBUG", "false")
+os.environ.setdefault("SECRET_KEY", "test-secret-key-not-for-production-0123456789")
+for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "REDIS_URL", "HARNESS_MODEL", "DIRECT_DATABASE_URL"):
+    os.environ.pop(name, None)
+
+from harness_site.settings import *  # noqa: E402,F403
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -1,0 +1,129 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import Count, QuerySet
+from django.http import HttpRequest
+from django.utils.html import format_html
+
+from audit.services import Actor
+from runs import services
+from runs.models import Run, RunEvent, Session, Span, Trace
+
+
+class ReadOnlyInline(admin.TabularInline):  # type: ignore[type-arg]
+    extra = 0
+    can_delete = False
+    show_change_link = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class RunEventInline(ReadOnlyInline):
+    model = RunEvent
+    fields = ("seq", "type", "data", "created_at")
+    readonly_fields = fields
+    ordering = ("seq",)
+
+
+class SpanInline(ReadOnlyInline):
+    model = Span
+    fields = ("kind", "name", "started_at", "duration_ms", "usage", "error", "parent_id", "id")
+    readonly_fields = fields
+    ordering = ("started_at",)
+
+
+class RunInline(ReadOnlyInline):
+    model = Run
+    fields = ("run_link", "agent", "model", "status", "created_at")
+    readonly_fields = fields
+    ordering = ("id",)
+
+    @admin.display(description="run")
+    def run_link(self, obj: Run) -> str:
+        return format_html('<a href="../../run/{}/change/">{}</a>', obj.pk, obj.pk)
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Run)
+class RunAdmin(ReadOnlyAdmin):
+    list_display = ("id", "agent", "model", "status", "owner", "created_at", "duration", "total_tokens")
+    list_filter = ("status", "agent", "model", ("created_at", admin.DateFieldListFilter))
+    list_select_related = ("owner",)
+    search_fields = ("=id", "=session__id", "input")
+    date_hierarchy = "created_at"
+    inlines = [RunEventInline, SpanInline]
+    actions = ["cancel_runs"]
+    fieldsets = (
+        (None, {"fields": ("id", "status", "owner", "session", "agent", "model")}),
+        ("Conversation", {"fields": ("input", "output", "error")}),
+        ("Execution", {"fields": ("usage", "created_at", "started_at", "finished_at", "attempts", "worker_id", "lease_expires_at", "trace_id")}),
+    )
+    readonly_fields = [f for fs in fieldsets for f in fs[1]["fields"]]
+
+    @admin.display(description="duration")
+    def duration(self, obj: Run) -> str:
+        seconds = obj.duration_seconds
+        return "" if seconds is None else f"{seconds:.2f} s"
+
+    @admin.display(description="tokens")
+    def total_tokens(self, obj: Run) -> int | str:
+        return (obj.usage or {}).get("total_tokens", "")
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # Needed for the cancel action; every field stays read-only.
+        return request.user.has_perm("runs.change_run")
+
+    @admin.action(description="Cancel selected runs", permissions=["change"])
+    def cancel_runs(self, request: HttpRequest, queryset: QuerySet[Run]) -> None:
+        actor = Actor.for_user(request.user)
+        cancelled, skipped = 0, 0
+        for run in queryset:
+            try:
+                services.run_cancel(run=run, actor=actor, reason=f"cancelled by operator {request.user.get_username()}")
+                cancelled += 1
+            except services.RunNotCancellable:
+                skipped += 1
+        self.message_user(request, f"Cancelled {cancelled} run(s).", messages.SUCCESS)
+        if skipped:
+            self.message_user(request, f"{skipped} run(s) had already finished.", messages.WARNING)
+
+
+@admin.register(Session)
+class SessionAdmin(ReadOnlyAdmin):
+    list_display = ("id", "owner", "created_at", "run_count")
+    list_select_related = ("owner",)
+    search_fields = ("=id", "owner__username")
+    readonly_fields = ("id", "owner", "created_at")
+    inlines = [RunInline]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Session]:
+        return super().get_queryset(request).annotate(run_count=Count("runs"))
+
+    @admin.display(description="runs", ordering="run_count")
+    def run_count(self, obj: Any) -> int:
+        return obj.run_count
+
+
+@admin.register(Trace)
+class TraceAdmin(ReadOnlyAdmin):
+    list_display = ("id", "workflow_name", "run", "started_at", "ended_at")
+    list_select_related = ("run",)
+    search_fields = ("=id", "=run__id", "=group_id")
+    readonly_fields = ("id", "run", "workflow_name", "group_id", "metadata", "started_at", "ended_at")
+    inlines = [SpanInline]

@@ -1,0 +1,97 @@
+from __future__ import annotations
+
+from typing import Literal
+
+from django.conf import settings
+from django.http import HttpRequest
+from ninja import Query, Router, Schema, Status
+from ninja.errors import HttpError
+
+from audit.services import Actor
+from runs import services
+from runs.models import Run
+from runs.registry import AGENTS
+from runs.schemas import AgentsOut, ErrorOut, RunIn, RunOut, RunPage
+from runs.selectors import run_get_for_principal, run_list_for_principal
+
+router = Router(tags=["runs"])
+
+
+class RunFilter(Schema):
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled"] | None = None
+    agent: str | None = None
+    session_id: str | None = None
+    limit: int = 50
+    cursor: str | None = None
+
+
+def _get_run_or_404(request: HttpRequest, run_id: str) -> Run:
+    run = run_get_for_principal(principal=request.auth, run_id=run_id)  # type: ignore[attr-defined]
+    if run is None:
+        raise HttpError(404, f"run {run_id!r} not found")
+    return run
+
+
+@router.post("/runs", response={202: RunOut, 404: ErrorOut, 409: ErrorOut, 413: ErrorOut}, summary="Start a run")
+def create_run(request: HttpRequest, payload: RunIn) -> Status:
+    if len(payload.input) > settings.HARNESS_MAX_INPUT_CHARS:
+        raise HttpError(
+            413, f"input: {len(payload.input)} characters is over the limit of {settings.HARNESS_MAX_INPUT_CHARS}"
+        )
+    try:
+        run = services.run_create(
+            owner=request.auth,  # type: ignore[attr-defined]
+            actor=Actor.for_api_key(request.api_key),  # type: ignore[attr-defined]
+            input=payload.input,
+            agent=payload.agent,
+            model=payload.model or settings.HARNESS_MODEL,
+            session_id=payload.session_id,
+        )
+    except services.RunServiceError as exc:
+        raise HttpError(exc.status_code, str(exc)) from None
+    return Status(202, run)
+
+
+@router.get("/runs", response=RunPage, summary="List your runs, newest first")
+def list_runs(request: HttpRequest, filters: Query[RunFilter]) -> dict[str, object]:
+    if not 1 <= filters.limit <= 200:
+        raise HttpError(422, "limit: must be between 1 and 200")
+    runs = run_list_for_principal(principal=request.auth).order_by("-id")  # type: ignore[attr-defined]
+    if filters.status:
+        runs = runs.filter(status=filters.status)
+    if filters.agent:
+        runs = runs.filter(agent=filters.agent)
+    if filters.session_id:
+        runs = runs.filter(session_id=filters.session_id)
+    if filters.cursor:
+        runs = runs.filter(id__lt=filters.cursor)
+    page = list(runs[: filters.limit + 1])
+    more = len(page) > filters.limit
+    page = page[: filters.limit]
+    return {"items": page, "next_cursor": page[-1].id if more else None}
+
+
+@router.get("/runs/{run_id}", response={200: RunOut, 404: ErrorOut}, summary="Get a run")
+def get_run(request: HttpRequest, run_id: str) -> Run:
+    return _get_run_or_404(request, run_id)
+
+
+@router.post("/runs/{run_id}/cancel", response={200: RunOut, 404: ErrorOut, 409: ErrorOut}, summary="Cancel a run")
+def cancel_run(request: HttpRequest, run_id: str) -> Run:
+    run = _get_run_or_404(request, run_id)
+    try:
+        return services.run_cancel(run=run, actor=Actor.for_api_key(request.api_key))  # type: ignore[attr-defined]
+    except services.RunNotCancellable as exc:
+        raise HttpError(409, str(exc)) from None
+
+
+@router.get("/agents", response=AgentsOut, summary="The agents and models you may run")
+def list_agents(request: HttpRequest) -> dict[str, object]:
+    return {
+        "agents": [
+            {"name": spec.name, "description": spec.description, "tools": [tool.name for tool in spec.tools]}
+            for spec in sorted(AGENTS.values(), key=lambda spec: spec.name)
+        ],
+        "models": settings.HARNESS_ALLOWED_MODELS,
+        "default_model": settings.HARNESS_MODEL,
+    }

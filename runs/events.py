@@ -1,0 +1,73 @@
+"""The durable run-event log.
+
+Event numbers come from a counter on the run row, taken with the same UPDATE
+that checks the run is still in the state the writer expects. So an event is
+appended only while its writer owns the run: once a cancel (or the reaper) has
+moved the run on and written the final event, a late batch from the worker
+changes nothing, and nothing ever follows the final event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from django.db import connection, transaction
+
+from harness_site.redaction import redact_data
+from runs.models import Run, RunEvent
+
+QUEUED = "run.queued"
+STARTED = "run.started"
+REQUEUED = "run.requeued"
+SUCCEEDED = "run.succeeded"
+FAILED = "run.failed"
+CANCELLED = "run.cancelled"
+AGENT_UPDATED = "agent.updated"
+TOOL_CALLED = "tool.called"
+TOOL_OUTPUT = "tool.output"
+MESSAGE = "message.created"
+HANDOFF = "handoff"
+
+FINAL_TYPES = {Run.Status.SUCCEEDED: SUCCEEDED, Run.Status.FAILED: FAILED, Run.Status.CANCELLED: CANCELLED}
+
+EventSpec = tuple[str, dict[str, Any]]
+
+
+def _take_seqs(run_id: str, count: int, *, status: str | None, worker_id: str | None) -> int | None:
+    """Reserve `count` sequence numbers; returns the last one, or None if the run is not as expected."""
+    table = connection.ops.quote_name(Run._meta.db_table)
+    sql = f"UPDATE {table} SET event_seq = event_seq + %s WHERE id = %s"  # noqa: S608 (names are ours)
+    params: list[Any] = [count, run_id]
+    if status is not None:
+        sql += " AND status = %s"
+        params.append(status)
+    if worker_id is not None:
+        sql += " AND worker_id = %s"
+        params.append(worker_id)
+    with connection.cursor() as cursor:
+        cursor.execute(sql + " RETURNING event_seq", params)
+        row = cursor.fetchone()
+    return None if row is None else int(row[0])
+
+
+def events_append(
+    *,
+    run_id: str,
+    events: Sequence[EventSpec],
+    require_status: str | None = None,
+    require_worker: str | None = None,
+) -> list[RunEvent] | None:
+    """Append events to a run's log in one batch. None when the run is not in the required state."""
+    if not events:
+        return []
+    with transaction.atomic():
+        last = _take_seqs(run_id, len(events), status=require_status, worker_id=require_worker)
+        if last is None:
+            return None
+        first = last - len(events) + 1
+        rows = [
+            RunEvent(run_id=run_id, seq=first + offset, type=kind, data=redact_data(data))
+            for offset, (kind, data) in enumerate(events)
+        ]
+        return RunEvent.objects.bulk_create(rows)

@@ -1,0 +1,162 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.db import models
+
+from harness_site.ids import id_field_length, new_id
+
+
+def new_session_id() -> str:
+    return new_id("sess")
+
+
+def new_run_id() -> str:
+    return new_id("run")
+
+
+class Session(models.Model):
+    """A conversation: runs that share memory."""
+
+    id = models.CharField(primary_key=True, max_length=id_field_length("sess"), default=new_session_id, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="agent_sessions")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return self.id
+
+
+class SessionItem(models.Model):
+    """One SDK conversation item (a JSON dict) in a session's memory, in order."""
+
+    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="items")
+    # The run that added it: a retried attempt removes what its failed attempt left.
+    run = models.ForeignKey("Run", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    data = models.JSONField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["session", "id"])]
+
+
+class RunQuerySet(models.QuerySet["Run"]):
+    def active(self) -> RunQuerySet:
+        return self.filter(status__in=Run.ACTIVE_STATUSES)
+
+
+class Run(models.Model):
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    ACTIVE_STATUSES = (Status.QUEUED, Status.RUNNING)
+    FINISHED_STATUSES = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
+
+    id = models.CharField(primary_key=True, max_length=id_field_length("run"), default=new_run_id, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="agent_runs")
+    session = models.ForeignKey(Session, on_delete=models.PROTECT, related_name="runs")
+    agent = models.CharField(max_length=64, db_index=True)
+    model = models.CharField(max_length=100, db_index=True)
+    input = models.TextField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    output = models.TextField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    usage = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    # Execution bookkeeping: which worker holds the run and until when.
+    attempts = models.PositiveSmallIntegerField(default=0)
+    worker_id = models.CharField(max_length=100, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    trace_id = models.CharField(max_length=64, blank=True)
+    # The last event sequence number handed out; see runs.events.
+    event_seq = models.PositiveIntegerField(default=0)
+
+    objects = RunQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["owner", "-id"], name="run_owner_recent")]
+
+    def __str__(self) -> str:
+        return self.id
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in self.FINISHED_STATUSES
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if self.started_at and self.finished_at:
+            return (self.finished_at - self.started_at).total_seconds()
+        return None
+
+
+class RunEvent(models.Model):
+    """The durable, ordered log of what happened in a run (`seq` is 1, 2, 3 ... per run)."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="events")
+    seq = models.PositiveIntegerField()
+    type = models.CharField(max_length=40)
+    data = models.JSONField(default=dict)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["run", "seq"]
+        constraints = [models.UniqueConstraint(fields=["run", "seq"], name="run_event_seq_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.run_id}#{self.seq} {self.type}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"seq": self.seq, "type": self.type, "data": self.data, "created_at": self.created_at}
+
+
+class Trace(models.Model):
+    """One SDK trace (a workflow), captured by the harness's tracing processor."""
+
+    id = models.CharField(primary_key=True, max_length=64)
+    run = models.ForeignKey(Run, null=True, blank=True, on_delete=models.CASCADE, related_name="traces")
+    workflow_name = models.CharField(max_length=200)
+    group_id = models.CharField(max_length=64, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+
+    def __str__(self) -> str:
+        return self.id
+
+
+class Span(models.Model):
+    """One SDK span: agent, generation/response, function (tool), handoff, guardrail, custom."""
+
+    id = models.CharField(primary_key=True, max_length=64)
+    trace = models.ForeignKey(Trace, on_delete=models.CASCADE, related_name="spans")
+    run = models.ForeignKey(Run, null=True, blank=True, on_delete=models.CASCADE, related_name="spans")
+    parent_id = models.CharField(max_length=64, blank=True)
+    kind = models.CharField(max_length=32, db_index=True)
+    name = models.CharField(max_length=200, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    duration_ms = models.FloatField(null=True, blank=True)
+    usage = models.JSONField(null=True, blank=True)
+    data = models.JSONField(default=dict, blank=True)
+    error = models.JSONField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["started_at"]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.name}"

@@ -1,0 +1,185 @@
+"""The code registry of agents a client may run by name.
+
+Each entry builds an SDK `Agent` for a model and says how the deterministic
+offline model should drive it (which tool to call for a given input, and how
+to phrase the answer), so offline runs exercise real tool calls.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import operator
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from agents import Agent, FunctionTool, Model, function_tool
+
+
+@dataclass(frozen=True)
+class OfflineToolCall:
+    name: str
+    arguments: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class AgentSpec:
+    name: str
+    description: str
+    instructions: str
+    tools: tuple[FunctionTool, ...]
+    # For the offline model: the tool call an input asks for (or None) ...
+    offline_plan: Callable[[str], OfflineToolCall | None]
+    # ... and the answer, from the user's text, the tool output (if a tool ran) and the turn number.
+    offline_reply: Callable[[str, str | None, int], str]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def build(self, model: str | Model) -> Agent[Any]:
+        return Agent(name=self.name, instructions=self.instructions, tools=list(self.tools), model=model)
+
+
+# --- assistant --------------------------------------------------------------
+
+
+@function_tool
+def text_stats(text: str) -> str:
+    """Count the words, characters and lines of a text.
+
+    Args:
+        text: The text to measure.
+    """
+    return json.dumps({"words": len(text.split()), "characters": len(text), "lines": text.count("\n") + 1})
+
+
+def _assistant_plan(text: str) -> OfflineToolCall | None:
+    return OfflineToolCall("text_stats", {"text": text})
+
+
+def _assistant_reply(text: str, tool_output: str | None, turn: int) -> str:
+    stats = json.loads(tool_output) if tool_output else {}
+    words = stats.get("words", len(text.split()))
+    characters = stats.get("characters", len(text))
+    return (
+        f"Offline assistant, turn {turn}: you wrote {words} word(s) and {characters} character(s). "
+        f"You said: {text}"
+    )
+
+
+# --- calculator -------------------------------------------------------------
+
+_BINARY = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv,
+    ast.Mod: operator.mod,
+    ast.Pow: operator.pow,
+}
+_UNARY = {ast.UAdd: operator.pos, ast.USub: operator.neg}
+_EXPRESSION = re.compile(r"[-+(]*\s*\d[\d.\s]*(?:\s*(?:\*\*|//|[-+*/%])\s*[-+(]*\s*\d[\d.\s]*\)*)+\)*")
+
+
+class CalculationError(ValueError):
+    pass
+
+
+def evaluate_arithmetic(expression: str) -> int | float:
+    """Evaluate + - * / // % ** on numbers, nothing else (no names, no calls)."""
+    if len(expression) > 200:
+        raise CalculationError("expression too long (200 characters at most)")
+    try:
+        tree = ast.parse(expression.strip(), mode="eval")
+    except SyntaxError:
+        raise CalculationError(f"not an arithmetic expression: {expression!r}") from None
+
+    def walk(node: ast.AST) -> int | float:
+        if isinstance(node, ast.Expression):
+            return walk(node.body)
+        if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+            return node.value
+        if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
+            return _UNARY[type(node.op)](walk(node.operand))
+        if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
+            left, right = walk(node.left), walk(node.right)
+            if isinstance(node.op, ast.Pow) and (abs(right) > 64 or abs(left) > 10**6):
+                raise CalculationError("exponent too large")
+            try:
+                return _BINARY[type(node.op)](left, right)
+            except ZeroDivisionError:
+                raise CalculationError("division by zero") from None
+        raise CalculationError(f"unsupported element: {type(node).__name__}")
+
+    return walk(tree)
+
+
+@function_tool
+def calculate(expression: str) -> str:
+    """Evaluate an arithmetic expression exactly (+, -, *, /, //, %, ** and parentheses).
+
+    Args:
+        expression: The expression, for example "(2 + 3) * 4".
+    """
+    try:
+        value = evaluate_arithmetic(expression)
+    except CalculationError as exc:
+        return f"error: {exc}"
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value)
+
+
+def _calculator_plan(text: str) -> OfflineToolCall | None:
+    candidates = [m.group(0).strip() for m in _EXPRESSION.finditer(text)]
+    if not candidates:
+        return None
+    return OfflineToolCall("calculate", {"expression": max(candidates, key=len)})
+
+
+def _calculator_reply(text: str, tool_output: str | None, turn: int) -> str:
+    if tool_output is None:
+        return "I can only evaluate arithmetic, for example: what is (2 + 3) * 4?"
+    plan = _calculator_plan(text)
+    expression = plan.arguments["expression"] if plan else "the expression"
+    if tool_output.startswith("error:"):
+        return f"I could not evaluate {expression}: {tool_output[len('error:'):].strip()}."
+    return f"{expression} = {tool_output}"
+
+
+AGENTS: dict[str, AgentSpec] = {
+    spec.name: spec
+    for spec in (
+        AgentSpec(
+            name="assistant",
+            description="A general assistant that can measure text with the text_stats tool.",
+            instructions=(
+                "You are a concise, helpful assistant. When the user asks about the length or size "
+                "of a text, call text_stats instead of counting yourself."
+            ),
+            tools=(text_stats,),
+            offline_plan=_assistant_plan,
+            offline_reply=_assistant_reply,
+        ),
+        AgentSpec(
+            name="calculator",
+            description="Answers arithmetic exactly by calling the calculate tool.",
+            instructions=(
+                "You answer arithmetic questions. Always call the calculate tool with the expression "
+                "and answer with its exact result; never compute in your head."
+            ),
+            tools=(calculate,),
+            offline_plan=_calculator_plan,
+            offline_reply=_calculator_reply,
+        ),
+    )
+}
+
+
+def agent_names() -> list[str]:
+    return sorted(AGENTS)
+
+
+def agent_get(name: str) -> AgentSpec | None:
+    return AGENTS.get(name)

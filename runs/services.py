@@ -1,0 +1,264 @@
+"""Every write to sessions and runs. Each state change is one conditional update
+plus its events and audit row, in one transaction; enqueueing happens on commit."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from audit.services import Actor, audit_record
+from runs import events
+from runs.models import Run, Session, SessionItem, Span, Trace
+
+logger = logging.getLogger(__name__)
+
+
+class RunServiceError(Exception):
+    status_code = 400
+
+
+class SessionNotFound(RunServiceError):
+    status_code = 404
+
+
+class SessionBusy(RunServiceError):
+    status_code = 409
+
+
+class RunNotCancellable(RunServiceError):
+    status_code = 409
+
+
+def run_enqueue(run_id: str) -> None:
+    """Hand the run to the worker pool. Safe to repeat: only one worker can claim a run."""
+    from django_q.tasks import async_task
+
+    async_task("runs.tasks.execute_run", run_id, task_name=f"run {run_id}", q_options={"timeout": settings.Q_CLUSTER["timeout"]})
+
+
+@transaction.atomic
+def run_create(
+    *,
+    owner: AbstractBaseUser,
+    actor: Actor,
+    input: str,
+    agent: str,
+    model: str,
+    session_id: str | None = None,
+) -> Run:
+    """Create a queued run (in a new session, or continuing one of the owner's)."""
+    if session_id:
+        # The row lock keeps two runs of one session from both passing the busy check.
+        session = Session.objects.select_for_update().filter(pk=session_id, owner=owner).first()
+        if session is None:
+            raise SessionNotFound(f"session {session_id!r} not found")
+        busy = Run.objects.active().filter(session=session).values_list("id", flat=True).first()
+        if busy:
+            raise SessionBusy(f"session {session_id} already has a run in progress ({busy}); wait for it or cancel it")
+    else:
+        session = Session.objects.create(owner=owner)
+    run = Run.objects.create(owner=owner, session=session, agent=agent, model=model, input=input, event_seq=0)
+    events.events_append(run_id=run.id, events=[(events.QUEUED, {"status": Run.Status.QUEUED})])
+    audit_record(
+        action="run.created",
+        actor=actor,
+        target_type="run",
+        target_id=run.id,
+        run_id=run.id,
+        data={"agent": agent, "model": model, "session_id": session.id, "input_chars": len(input)},
+    )
+    transaction.on_commit(lambda: run_enqueue(run.id))
+    run.refresh_from_db(fields=["event_seq"])
+    return run
+
+
+@transaction.atomic
+def run_cancel(*, run: Run, actor: Actor, reason: str = "cancelled by request") -> Run:
+    """Cancel a queued or running run. A running one is stopped by its worker, which
+    sees the status change within HARNESS_CANCEL_CHECK_SECONDS."""
+    now = timezone.now()
+    for previous in (Run.Status.QUEUED, Run.Status.RUNNING):
+        updated = Run.objects.filter(pk=run.pk, status=previous).update(
+            status=Run.Status.CANCELLED, finished_at=now, error=reason, lease_expires_at=None
+        )
+        if updated == 1:
+            break
+    else:
+        run.refresh_from_db()
+        raise RunNotCancellable(f"run {run.id} is already {run.status}; only queued or running runs can be cancelled")
+    events.events_append(
+        run_id=run.pk, events=[(events.CANCELLED, {"status": Run.Status.CANCELLED, "error": reason})]
+    )
+    audit_record(
+        action="run.cancelled", actor=actor, target_type="run", target_id=run.pk, run_id=run.pk,
+        data={"from": previous, "reason": reason},
+    )
+    run.refresh_from_db()
+    return run
+
+
+@transaction.atomic
+def run_claim(*, run_id: str, worker_id: str) -> Run | None:
+    """Take a queued run for this worker. None when another worker (or a cancel) got there first."""
+    now = timezone.now()
+    claimed = Run.objects.filter(pk=run_id, status=Run.Status.QUEUED).update(
+        status=Run.Status.RUNNING,
+        worker_id=worker_id,
+        attempts=F("attempts") + 1,
+        lease_expires_at=now + timedelta(seconds=settings.HARNESS_RUN_LEASE_SECONDS),
+        started_at=now,
+    )
+    if claimed != 1:
+        return None
+    run = Run.objects.get(pk=run_id)
+    if run.attempts > 1:
+        # What an earlier, lost attempt wrote to the conversation would be repeated.
+        SessionItem.objects.filter(run=run).delete()
+    events.events_append(
+        run_id=run_id, events=[(events.STARTED, {"status": Run.Status.RUNNING, "attempt": run.attempts})]
+    )
+    audit_record(
+        action="run.started", actor=Actor.worker(worker_id), target_type="run", target_id=run_id, run_id=run_id,
+        data={"attempt": run.attempts},
+    )
+    return run
+
+
+def run_heartbeat(*, run_id: str, worker_id: str) -> bool:
+    """Extend the worker's lease. False when the run is no longer this worker's to run."""
+    lease = timezone.now() + timedelta(seconds=settings.HARNESS_RUN_LEASE_SECONDS)
+    return (
+        Run.objects.filter(pk=run_id, status=Run.Status.RUNNING, worker_id=worker_id).update(lease_expires_at=lease)
+        == 1
+    )
+
+
+def run_status(*, run_id: str) -> str | None:
+    return Run.objects.filter(pk=run_id).values_list("status", flat=True).first()
+
+
+def run_record_events(*, run_id: str, worker_id: str, batch: list[events.EventSpec]) -> bool:
+    """Append the worker's events. False when the run was cancelled or taken from it."""
+    written = events.events_append(
+        run_id=run_id, events=batch, require_status=Run.Status.RUNNING, require_worker=worker_id
+    )
+    return written is not None
+
+
+@dataclass
+class RunOutcome:
+    status: str
+    output: str | None = None
+    error: str = ""
+    usage: dict[str, Any] | None = None
+    trace: Trace | None = None
+    spans: list[Span] | None = None
+
+
+@transaction.atomic
+def run_finish(*, run_id: str, worker_id: str, outcome: RunOutcome) -> bool:
+    """Record how a run ended. False when it had already been ended elsewhere (a cancel,
+    the reaper); the usage and trace are facts all the same and are kept."""
+    from harness_site.redaction import redact
+
+    if outcome.trace is not None:
+        Trace.objects.bulk_create([outcome.trace], ignore_conflicts=True)
+        Span.objects.bulk_create(outcome.spans or [], ignore_conflicts=True)
+    usage = outcome.usage or {}
+    error = redact(outcome.error)
+    output = redact(outcome.output) if outcome.output is not None else None
+    won = (
+        Run.objects.filter(pk=run_id, status=Run.Status.RUNNING, worker_id=worker_id).update(
+            status=outcome.status,
+            output=output,
+            error=error,
+            usage=usage,
+            finished_at=timezone.now(),
+            lease_expires_at=None,
+            trace_id=outcome.trace.id if outcome.trace else "",
+        )
+        == 1
+    )
+    if not won:
+        Run.objects.filter(pk=run_id).update(usage=usage, trace_id=outcome.trace.id if outcome.trace else "")
+        return False
+    data: dict[str, Any] = {"status": outcome.status, "usage": usage}
+    if outcome.status == Run.Status.SUCCEEDED:
+        data["output"] = output
+    else:
+        data["error"] = error
+    events.events_append(run_id=run_id, events=[(events.FINAL_TYPES[outcome.status], data)])
+    audit_record(
+        action=f"run.{outcome.status}", actor=Actor.worker(worker_id), target_type="run", target_id=run_id,
+        run_id=run_id, data={"error": error} if error else {"usage": usage},
+    )
+    return True
+
+
+@dataclass
+class ReapReport:
+    requeued: list[str]
+    failed: list[str]
+    reenqueued: list[str]
+
+
+def run_reap(*, now: datetime | None = None) -> ReapReport:
+    """Find runs whose worker stopped heart-beating and retry or fail them.
+
+    1. RUNNING runs whose lease expired: back to QUEUED while attempts remain
+       (HARNESS_RUN_MAX_ATTEMPTS), else FAILED with the reason; each with an event
+       and an audit row.
+    2. QUEUED runs older than HARNESS_REQUEUE_AFTER_SECONDS while the task queue is
+       empty lost their task (a crash between commit and enqueue): enqueue them again.
+    """
+    now = now or timezone.now()
+    report = ReapReport([], [], [])
+    expired = Run.objects.filter(status=Run.Status.RUNNING, lease_expires_at__lt=now)
+    for run in expired.only("id", "attempts", "worker_id", "lease_expires_at"):
+        with transaction.atomic():
+            stale = Run.objects.filter(pk=run.pk, status=Run.Status.RUNNING, worker_id=run.worker_id, lease_expires_at__lt=now)
+            reason = (
+                f"the worker running it ({run.worker_id or 'unknown'}) stopped responding: "
+                f"its lease expired at {run.lease_expires_at:%Y-%m-%d %H:%M:%S} UTC "
+                f"(attempt {run.attempts} of {settings.HARNESS_RUN_MAX_ATTEMPTS})"
+            )
+            actor = Actor.system("reaper")
+            if run.attempts < settings.HARNESS_RUN_MAX_ATTEMPTS:
+                if stale.update(status=Run.Status.QUEUED, worker_id="", lease_expires_at=None) != 1:
+                    continue
+                events.events_append(run_id=run.pk, events=[(events.REQUEUED, {"status": Run.Status.QUEUED, "reason": reason})])
+                audit_record(action="run.requeued", actor=actor, target_type="run", target_id=run.pk, run_id=run.pk, data={"reason": reason})
+                transaction.on_commit(lambda run_id=run.pk: run_enqueue(run_id))
+                report.requeued.append(run.pk)
+            else:
+                error = f"Run failed: {reason}."
+                if stale.update(status=Run.Status.FAILED, error=error, finished_at=now, lease_expires_at=None) != 1:
+                    continue
+                events.events_append(run_id=run.pk, events=[(events.FAILED, {"status": Run.Status.FAILED, "error": error})])
+                audit_record(action="run.failed", actor=actor, target_type="run", target_id=run.pk, run_id=run.pk, data={"error": error})
+                report.failed.append(run.pk)
+    report.reenqueued = _reenqueue_lost(now)
+    for run_id in report.requeued + report.failed:
+        logger.warning("reaped run", extra={"run_id": run_id, "requeued": run_id in report.requeued})
+    return report
+
+
+def _reenqueue_lost(now: datetime) -> list[str]:
+    from django_q.brokers import get_broker
+
+    cutoff = now - timedelta(seconds=settings.HARNESS_REQUEUE_AFTER_SECONDS)
+    lost = list(Run.objects.filter(status=Run.Status.QUEUED, created_at__lt=cutoff).values_list("id", flat=True)[:100])
+    if not lost or get_broker().queue_size() > 0:
+        return []
+    for run_id in lost:
+        logger.warning("re-enqueueing a queued run whose task was lost", extra={"run_id": run_id})
+        run_enqueue(run_id)
+    return lost

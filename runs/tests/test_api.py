@@ -1,0 +1,195 @@
+from __future__ import annotations
+
+import pytest
+from django.test import override_settings
+from django_q.models import OrmQ
+
+from audit.models import AuditLog
+from conftest import make_run
+from runs.models import Run, RunEvent
+
+pytestmark = pytest.mark.django_db
+
+GOOD = {"input": "What is 2 + 2?", "agent": "calculator", "model": "offline"}
+
+
+def test_it_creates_a_queued_run_without_running_it(api, alice, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        response = api.post("/api/runs", GOOD, who=alice)
+    assert response.status_code == 202
+    body = response.json()
+    assert body["status"] == "queued"
+    assert body["id"].startswith("run_") and body["session_id"].startswith("sess_")
+    assert (body["agent"], body["model"]) == ("calculator", "offline")
+    assert body["created_at"] and body["output"] is None and body["started_at"] is None
+    run = Run.objects.get(pk=body["id"])
+    assert run.owner == alice.user
+    assert list(run.events.values_list("seq", "type")) == [(1, "run.queued")]
+    assert AuditLog.objects.filter(action="run.created", target_id=run.pk, actor_type="api_key").count() == 1
+    # Handed to the worker queue, not executed by the route handler.
+    assert OrmQ.objects.count() == 1
+
+
+def test_it_defaults_to_the_configured_model(api, alice):
+    response = api.post("/api/runs", {"input": "hi"}, who=alice)
+    assert response.status_code == 202
+    assert response.json()["model"] == "gpt-5.4-mini"
+    assert response.json()["agent"] == "assistant"
+
+
+@pytest.mark.parametrize(
+    ("headers", "message"),
+    [
+        ({}, "missing API key"),
+        ({"Authorization": "Token abc"}, "malformed Authorization header"),
+        ({"Authorization": "Bearer hk_not-a-real-key-at-all-000000"}, "invalid or revoked API key"),
+    ],
+)
+def test_it_rejects_requests_without_a_valid_key(api, alice, headers, message):
+    for method, path in (("post", "/api/runs"), ("get", "/api/runs"), ("get", "/api/agents")):
+        if method == "post":
+            response = api.client.post(path, GOOD, content_type="application/json", headers=headers)
+        else:
+            response = api.client.get(path, headers=headers)
+        assert response.status_code == 401
+        assert message in response.json()["detail"]
+    assert Run.objects.count() == 0
+
+
+def test_a_revoked_key_is_refused(api, alice):
+    from accounts.models import ApiKey
+    from accounts.services import apikey_revoke
+    from audit.services import Actor
+
+    apikey_revoke(api_key=ApiKey.objects.get(user=alice.user), actor=Actor.system("tests"))
+    response = api.post("/api/runs", GOOD, who=alice)
+    assert response.status_code == 401
+    assert response.json() == {"detail": "invalid or revoked API key"}
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "fragment"),
+    [
+        ({"input": "", "agent": "calculator"}, "input", "must not be empty"),
+        ({"input": "   \n", "agent": "calculator"}, "input", "must not be empty"),
+        ({"agent": "calculator"}, "input", "required"),
+        ({"input": 42}, "input", "string"),
+        ({"input": ["a"]}, "input", "string"),
+        ({"input": "hi", "agent": "nope"}, "agent", "valid agents: assistant, calculator"),
+        ({"input": "hi", "agent": 3}, "agent", "string"),
+        ({"input": "hi", "model": "gpt-0-fake"}, "model", "allowed models: gpt-5.4-mini, offline"),
+        ({"input": "hi", "session_id": "run_123"}, "session_id", "sess_"),
+    ],
+)
+def test_it_rejects_bad_input_naming_the_field(api, alice, body, field, fragment):
+    response = api.post("/api/runs", body, who=alice)
+    assert response.status_code == 422, response.content
+    errors = response.json()["detail"]
+    assert any(error["loc"][-1] == field and fragment in error["msg"] for error in errors), errors
+    assert Run.objects.count() == 0
+
+
+def test_malformed_json_is_a_422(api, alice):
+    response = api.post("/api/runs", who=alice, raw='{"input": "hi",')
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body"]
+    assert "malformed JSON" in response.json()["detail"][0]["msg"]
+    assert Run.objects.count() == 0
+
+
+@override_settings(HARNESS_MAX_INPUT_CHARS=100)
+def test_input_over_the_limit_is_a_413_naming_input(api, alice):
+    response = api.post("/api/runs", {**GOOD, "input": "x" * 101}, who=alice)
+    assert response.status_code == 413
+    assert response.json()["detail"].startswith("input: 101 characters is over the limit of 100")
+    assert Run.objects.count() == 0
+
+
+@override_settings(DATA_UPLOAD_MAX_MEMORY_SIZE=2048)
+def test_a_body_over_the_request_limit_is_a_413(api, alice):
+    response = api.post("/api/runs", {**GOOD, "input": "x" * 5000}, who=alice)
+    assert response.status_code == 413
+    assert "request body" in response.json()["detail"]
+    assert Run.objects.count() == 0
+
+
+def test_get_run_shows_the_callers_run(api, alice):
+    run = make_run(alice)
+    body = api.get(f"/api/runs/{run.pk}", who=alice).json()
+    assert body["id"] == run.pk and body["status"] == "queued"
+    assert body["usage"] == {"requests": 0, "input_tokens": 0, "output_tokens": 0, "total_tokens": 0}
+    assert set(body) >= {"status", "output", "error", "usage", "started_at", "finished_at"}
+
+
+def test_an_outsider_gets_404_for_someone_elses_run(api, alice, outsider):
+    run = make_run(alice)
+    for response in (
+        api.get(f"/api/runs/{run.pk}", who=outsider),
+        api.post(f"/api/runs/{run.pk}/cancel", who=outsider),
+    ):
+        assert response.status_code == 404
+        assert response.json() == {"detail": f"run {run.pk!r} not found"}
+    missing = api.get("/api/runs/run_00000000000000000000000000", who=outsider)
+    assert missing.json()["detail"].replace("run_00000000000000000000000000", run.pk) == f"run {run.pk!r} not found"
+    assert api.get("/api/runs", who=outsider).json()["items"] == []
+    run.refresh_from_db()
+    assert run.status == "queued"
+
+
+def test_an_outsider_cannot_continue_someone_elses_session(api, alice, outsider):
+    run = make_run(alice)
+    run.status = Run.Status.SUCCEEDED
+    run.save(update_fields=["status"])
+    response = api.post("/api/runs", {**GOOD, "session_id": run.session_id}, who=outsider)
+    assert response.status_code == 404
+    assert Run.objects.count() == 1
+
+
+def test_a_session_with_a_run_in_progress_refuses_another(api, alice):
+    run = make_run(alice)
+    response = api.post("/api/runs", {**GOOD, "session_id": run.session_id}, who=alice)
+    assert response.status_code == 409
+    assert run.pk in response.json()["detail"]
+
+
+def test_list_filters_and_paginates_with_a_cursor(api, alice, outsider, django_assert_max_num_queries):
+    runs = [make_run(alice, agent="calculator") for _ in range(3)] + [make_run(alice, agent="assistant", input="hi")]
+    make_run(outsider)
+    Run.objects.filter(pk=runs[0].pk).update(status=Run.Status.FAILED)
+    with django_assert_max_num_queries(3):
+        page = api.get("/api/runs", who=alice, limit=2).json()
+    assert [item["id"] for item in page["items"]] == [runs[3].pk, runs[2].pk]
+    rest = api.get("/api/runs", who=alice, limit=2, cursor=page["next_cursor"]).json()
+    assert [item["id"] for item in rest["items"]] == [runs[1].pk, runs[0].pk]
+    assert rest["next_cursor"] is None
+    assert [i["id"] for i in api.get("/api/runs", who=alice, status="failed").json()["items"]] == [runs[0].pk]
+    assert [i["id"] for i in api.get("/api/runs", who=alice, agent="assistant").json()["items"]] == [runs[3].pk]
+    by_session = api.get("/api/runs", who=alice, session_id=runs[1].session_id).json()["items"]
+    assert [i["id"] for i in by_session] == [runs[1].pk]
+    assert api.get("/api/runs", who=alice, status="bogus").status_code == 422
+    assert api.get("/api/runs", who=alice, limit=0).status_code == 422
+
+
+def test_cancel_a_queued_run(api, alice):
+    run = make_run(alice)
+    response = api.post(f"/api/runs/{run.pk}/cancel", who=alice)
+    assert response.status_code == 200
+    assert response.json()["status"] == "cancelled" and response.json()["finished_at"]
+    assert list(run.events.values_list("type", flat=True)) == ["run.queued", "run.cancelled"]
+    assert AuditLog.objects.filter(action="run.cancelled", target_id=run.pk).count() == 1
+
+
+def test_cancelling_a_finished_run_is_a_409(api, alice):
+    run = make_run(alice)
+    api.post(f"/api/runs/{run.pk}/cancel", who=alice)
+    response = api.post(f"/api/runs/{run.pk}/cancel", who=alice)
+    assert response.status_code == 409
+    assert "already cancelled" in response.json()["detail"]
+    assert RunEvent.objects.filter(run=run).count() == 2
+
+
+def test_agents_lists_the_registry_and_models(api, alice):
+    body = api.get("/api/agents", who=alice).json()
+    assert [agent["name"] for agent in body["agents"]] == ["assistant", "calculator"]
+    assert body["agents"][1]["tools"] == ["calculate"]
+    assert body["default_model"] == "gpt-5.4-mini" and "offline" in body["models"]
