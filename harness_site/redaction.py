@@ -8,7 +8,6 @@ passwords inside URLs).
 from __future__ import annotations
 
 import re
-from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -31,7 +30,6 @@ _PATTERNS = [
 _SECRET_SETTINGS = ("SECRET_KEY", "OPENAI_API_KEY", "REDIS_URL", "DATABASE_URL", "DIRECT_DATABASE_URL")
 
 
-@lru_cache(maxsize=1)
 def _secret_values() -> tuple[str, ...]:
     values: set[str] = set()
     for name in _SECRET_SETTINGS:

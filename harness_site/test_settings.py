@@ -11,3 +11,10 @@ for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "REDIS_URL", "HARNESS_MODEL", 
 from harness_site.settings import *  # noqa: E402,F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):  # noqa: F405
+    # A file, not shared-cache memory: worker threads in the tests then get real
+    # SQLite locking (WAL + busy timeout), as the web and worker processes do.
+    import tempfile
+
+    DATABASES["default"]["TEST"] = {"NAME": str(Path(tempfile.gettempdir()) / f"harness-test-{os.getpid()}.sqlite3")}  # noqa: F405

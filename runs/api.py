@@ -89,7 +89,7 @@ def cancel_run(request: HttpRequest, run_id: str) -> Run:
 def list_agents(request: HttpRequest) -> dict[str, object]:
     return {
         "agents": [
-            {"name": spec.name, "description": spec.description, "tools": [tool.name for tool in spec.tools]}
+            {"name": spec.name, "description": spec.description, "tools": spec.tool_names}
             for spec in sorted(AGENTS.values(), key=lambda spec: spec.name)
         ],
         "models": settings.HARNESS_ALLOWED_MODELS,

@@ -3,6 +3,10 @@
 Each entry builds an SDK `Agent` for a model and says how the deterministic
 offline model should drive it (which tool to call for a given input, and how
 to phrase the answer), so offline runs exercise real tool calls.
+
+Tools are plain functions here and become SDK function tools only in `build`:
+importing the SDK costs seconds of CPU, and the web process, which only needs
+the names, never pays it.
 """
 
 from __future__ import annotations
@@ -13,9 +17,11 @@ import operator
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
-from agents import Agent, FunctionTool, Model, function_tool
+if TYPE_CHECKING:
+    from agents import Agent, FunctionTool, Model
 
 
 @dataclass(frozen=True)
@@ -29,21 +35,35 @@ class AgentSpec:
     name: str
     description: str
     instructions: str
-    tools: tuple[FunctionTool, ...]
+    tools: tuple[Callable[..., str], ...]
     # For the offline model: the tool call an input asks for (or None) ...
     offline_plan: Callable[[str], OfflineToolCall | None]
     # ... and the answer, from the user's text, the tool output (if a tool ran) and the turn number.
     offline_reply: Callable[[str, str | None, int], str]
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def tool_names(self) -> list[str]:
+        return [tool.__name__ for tool in self.tools]
+
     def build(self, model: str | Model) -> Agent[Any]:
-        return Agent(name=self.name, instructions=self.instructions, tools=list(self.tools), model=model)
+        from agents import Agent
+
+        return Agent(
+            name=self.name, instructions=self.instructions, tools=[sdk_tool(tool) for tool in self.tools], model=model
+        )
+
+
+@cache
+def sdk_tool(function: Callable[..., str]) -> FunctionTool:
+    from agents import function_tool
+
+    return function_tool(function)
 
 
 # --- assistant --------------------------------------------------------------
 
 
-@function_tool
 def text_stats(text: str) -> str:
     """Count the words, characters and lines of a text.
 
@@ -115,7 +135,6 @@ def evaluate_arithmetic(expression: str) -> int | float:
     return walk(tree)
 
 
-@function_tool
 def calculate(expression: str) -> str:
     """Evaluate an arithmetic expression exactly (+, -, *, /, //, %, ** and parentheses).
 

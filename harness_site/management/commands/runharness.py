@@ -36,7 +36,7 @@ class Command(BaseCommand):
                 [sys.executable, "-m", "daphne", "--verbosity", "0", "-b", host, "-p", str(port), "harness_site.asgi:application"]
             )
         if not no_worker:
-            children["worker"] = subprocess.Popen([sys.executable, "manage.py", "qcluster"], cwd=settings.BASE_DIR)
+            children["worker"] = subprocess.Popen([sys.executable, "manage.py", "runworker"], cwd=settings.BASE_DIR)
         shown = "localhost" if host in ("127.0.0.1", "0.0.0.0", "::") else host  # noqa: S104
         base = f"http://{shown}:{port}"
         self.stderr.write(

@@ -1,0 +1,42 @@
+"""The real OpenAI path end to end, against a wire-level fake server on loopback."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import override_settings
+
+from conftest import make_run
+from runs.executor import run_execute
+from runs.models import Span
+from runs.tests.fake_openai import FakeOpenAI
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+KEY = "sk-test-wire-0123456789abcdef"
+
+
+def test_a_gpt_run_round_trips_a_tool_call_over_the_wire(alice):
+    with FakeOpenAI(KEY) as fake, override_settings(OPENAI_API_KEY=KEY, OPENAI_BASE_URL=fake.base_url):
+        run = make_run(alice, model="gpt-5.4-mini", input="What is 6 * 7?")
+        assert run_execute(run.pk) == "succeeded"
+    run.refresh_from_db()
+    assert run.output == "The tool said 42."
+    assert run.usage == {"requests": 2, "input_tokens": 22, "output_tokens": 14, "total_tokens": 36}
+    assert fake.auth_headers == [f"Bearer {KEY}"] * 2
+    first, second = fake.requests
+    assert first["model"] == "gpt-5.4-mini" and first["stream"] is True
+    assert [tool["name"] for tool in first["tools"]] == ["calculate"]
+    assert second["input"][-1] == {"call_id": "call_fake_1", "output": "42", "type": "function_call_output"}
+    kinds = list(run.events.order_by("seq").values_list("type", flat=True))
+    assert kinds[-4:] == ["tool.called", "tool.output", "message.created", "run.succeeded"]
+    assert Span.objects.filter(run=run, kind="function", name="calculate").exists()
+    assert Span.objects.filter(run=run, kind="response").count() == 2
+
+
+def test_a_rejected_key_fails_the_run_without_leaking_the_key(alice):
+    with FakeOpenAI("sk-the-right-one-000000") as fake, override_settings(OPENAI_API_KEY=KEY, OPENAI_BASE_URL=fake.base_url):
+        run = make_run(alice, model="gpt-5.4-mini")
+        assert run_execute(run.pk) == "failed"
+    run.refresh_from_db()
+    assert "AuthenticationError" in run.error and "Incorrect API key" in run.error
+    assert KEY not in run.error and "[REDACTED]" in run.error

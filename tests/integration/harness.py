@@ -1,0 +1,156 @@
+"""Start the real harness (`manage.py runharness`: daphne + django-q2 worker) for tests.
+
+It gets its own database (a temporary SQLite file, or a fresh Postgres database
+on the server DATABASE_URL points at), a free loopback port, and is stopped the
+way an operator stops it: SIGINT to its process group, as Ctrl-C does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+from django.conf import settings
+
+ROOT = Path(settings.BASE_DIR)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class PostgresDatabase:
+    """A throw-away database on the Postgres server the suite is pointed at."""
+
+    def __init__(self) -> None:
+        import psycopg
+
+        db = settings.DATABASES["default"]
+        self.name = f"harness_it_{uuid.uuid4().hex[:10]}"
+        self.admin_dsn = f"host={db['HOST'] or '127.0.0.1'} port={db['PORT'] or 5432} user={db['USER']} dbname=postgres"
+        if db.get("PASSWORD"):
+            self.admin_dsn += f" password={db['PASSWORD']}"
+        with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{self.name}"')
+        auth = f"{db['USER']}:{db['PASSWORD']}@" if db.get("PASSWORD") else f"{db['USER']}@"
+        self.url = f"postgres://{auth}{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{self.name}"
+
+    def drop(self) -> None:
+        import psycopg
+
+        with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+
+
+class Harness:
+    def __init__(self, workdir: Path, **env: str) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.postgres = PostgresDatabase() if settings.DATABASES["default"]["ENGINE"].endswith("postgresql") else None
+        self.env = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith(("OPENAI_", "HARNESS_", "DJANGO_", "REDIS_", "DATABASE_"))
+        }
+        self.env.update(
+            {
+                "HARNESS_IGNORE_ENV_FILE": "1",
+                "DEBUG": "false",
+                "SECRET_KEY": "integration-secret-key-0123456789abcdef",
+                "HARNESS_VAR_DIR": str(workdir),
+                "DATABASE_URL": self.postgres.url if self.postgres else f"sqlite:///{workdir / 'harness.sqlite3'}",
+                "HARNESS_WORKERS": "2",
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        self.env.update(env)
+        self.log_path = workdir / f"harness-{self.port}.log"  # stdout: JSON lines only
+        self.err_path = workdir / f"harness-{self.port}.err"  # stderr: the banner for people
+        self.process: subprocess.Popen[bytes] | None = None
+        self.manage("migrate", "--noinput")
+
+    def manage(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "manage.py", *args], cwd=ROOT, env=self.env, capture_output=True, text=True, check=check, timeout=120
+        )
+
+    def start(self) -> Harness:
+        log, err = self.log_path.open("ab"), self.err_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "manage.py", "runharness", "--port", str(self.port)],
+            cwd=ROOT, env=self.env, stdout=log, stderr=err, start_new_session=True,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"harness exited early:\n{self.log_path.read_text()}{self.err_path.read_text()}")
+            try:
+                if httpx.get(f"{self.base_url}/health", timeout=1).status_code == 200 and "running." in self.log_path.read_text():
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        self.kill()
+        raise RuntimeError(f"harness did not come up:\n{self.log_path.read_text()}")
+
+    def stop(self) -> int:
+        """Ctrl-C: SIGINT to the whole foreground process group."""
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGINT)
+        code = self.process.wait(timeout=30)
+        self.process = None
+        return code
+
+    def kill(self) -> None:
+        """A crash: SIGKILL to everything, no chance to clean up."""
+        if self.process is not None:
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.process.wait(timeout=30)
+            self.process = None
+
+    def close(self) -> None:
+        if self.process is not None:
+            try:
+                self.stop()
+            except Exception:
+                self.kill()
+        if self.postgres:
+            self.postgres.drop()
+
+    def api_key(self, username: str) -> str:
+        return self.manage("createapikey", username).stdout.strip().splitlines()[-1]
+
+    def client(self, key: str | None = None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        return httpx.Client(base_url=self.base_url, headers=headers, timeout=10)
+
+    def wait_for(self, client: httpx.Client, run_id: str, statuses: tuple[str, ...], timeout: float = 30) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            body = client.get(f"/api/runs/{run_id}").json()
+            if body["status"] in statuses or time.monotonic() > deadline:
+                return body
+            time.sleep(0.05)
+
+    def sql(self, code: str) -> Any:
+        """Read the harness's database through its own ORM (a separate process)."""
+        out = self.manage("shell", "-c", f"import json\n{code}").stdout.strip().splitlines()
+        return json.loads(out[-1])
+
+    def log_lines(self) -> list[str]:
+        return self.log_path.read_text().splitlines()
