@@ -24,7 +24,9 @@ class ApiKey(models.Model):
     id = models.CharField(primary_key=True, max_length=id_field_length("key"), default=new_apikey_id, editable=False)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_keys")
     name = models.CharField(max_length=100, blank=True)
-    prefix = models.CharField(max_length=12, editable=False, help_text="The first characters of the key, to recognise it.")
+    prefix = models.CharField(
+        max_length=12, editable=False, help_text="The first characters of the key, to recognise it."
+    )
     key_hash = models.CharField(max_length=64, unique=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)

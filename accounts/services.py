@@ -4,7 +4,7 @@ import secrets
 from datetime import timedelta
 
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 
@@ -16,7 +16,7 @@ LAST_USED_RESOLUTION = timedelta(minutes=5)
 
 
 @transaction.atomic
-def apikey_create(*, user: AbstractBaseUser, name: str = "", actor: Actor) -> tuple[ApiKey, str]:
+def apikey_create(*, user: User, name: str = "", actor: Actor) -> tuple[ApiKey, str]:
     """Create a key for `user`. Returns the row and the raw key, which is never stored."""
     raw_key = KEY_PREFIX + secrets.token_urlsafe(32)
     api_key = ApiKey.objects.create(user=user, name=name, prefix=raw_key[:10], key_hash=hash_key(raw_key))
@@ -47,9 +47,8 @@ def apikey_revoke(*, api_key: ApiKey, actor: Actor) -> bool:
     return True
 
 
-def user_get_or_create(*, username: str) -> tuple[AbstractBaseUser, bool]:
-    User = get_user_model()
-    user, created = User.objects.get_or_create(username=username)
+def user_get_or_create(*, username: str) -> tuple[User, bool]:
+    user, created = get_user_model().objects.get_or_create(username=username)
     if created:
         user.set_unusable_password()
         user.save(update_fields=["password"])

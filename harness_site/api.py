@@ -32,7 +32,9 @@ def authentication_error(request: HttpRequest, exc: AuthenticationError) -> Http
 
 @api.exception_handler(RequestDataTooBig)
 def too_big(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
-    return api.create_response(request, {"detail": "request body: over the size limit (HARNESS_MAX_REQUEST_BYTES)"}, status=413)
+    return api.create_response(
+        request, {"detail": "request body: over the size limit (HARNESS_MAX_REQUEST_BYTES)"}, status=413
+    )
 
 
 @api.exception_handler(HttpError)
@@ -41,16 +43,16 @@ def http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
     if exc.status_code == 400 and "parse" in message.lower():
         # Malformed JSON is a body the client must fix, like any other invalid field.
         return api.create_response(
-            request, {"detail": [{"type": "json_invalid", "loc": ["body"], "msg": f"malformed JSON body: {message}"}]}, status=422
+            request,
+            {"detail": [{"type": "json_invalid", "loc": ["body"], "msg": f"malformed JSON body: {message}"}]},
+            status=422,
         )
     return api.create_response(request, {"detail": message}, status=exc.status_code)
 
 
 @api.exception_handler(ValidationError)
 def validation_error(request: HttpRequest, exc: ValidationError) -> HttpResponse:
-    errors = [
-        {key: value for key, value in error.items() if key in ("type", "loc", "msg")} for error in exc.errors
-    ]
+    errors = [{key: value for key, value in error.items() if key in ("type", "loc", "msg")} for error in exc.errors]
     return api.create_response(request, {"detail": errors}, status=422)
 
 

@@ -9,9 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
-current_run_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
-    "current_run_id", default=None
-)
+current_run_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("current_run_id", default=None)
 
 # Attributes every LogRecord has; anything else was passed through `extra=`.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}

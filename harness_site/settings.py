@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
 import django_stubs_ext
@@ -41,7 +42,7 @@ if not SECRET_KEY:
             "SECRET_KEY is not set. Set it in the environment (or SECRET_KEY_FILE), "
             "or set DEBUG=true for local development."
         )
-    SECRET_KEY = "insecure-local-development-key-only-used-when-DEBUG-is-on"
+    SECRET_KEY = "insecure-local-development-key-only-used-when-DEBUG-is-on"  # noqa: S105 (DEBUG only)
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ("localhost", "127.0.0.1", "[::1]"))
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
@@ -103,8 +104,8 @@ TEMPLATES = [
 # endpoint; pgbouncer in transaction mode cannot run migrations safely).
 
 
-def _database(url: str) -> dict:
-    config = dj_database_url.parse(url, conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0))
+def _database(url: str) -> dict[str, Any]:
+    config: dict[str, Any] = dict(dj_database_url.parse(url, conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0)))
     if config["ENGINE"] == "django.db.backends.sqlite3":
         # Web and worker processes share the file: WAL lets readers run beside the
         # writer, IMMEDIATE takes the write lock up front instead of failing with
@@ -152,9 +153,7 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("HARNESS_MAX_REQUEST_BYTES", 1_048_576, mi
 
 # --- Models and agents ----------------------------------------------------
 HARNESS_MODEL = env_str("HARNESS_MODEL", "gpt-5.4-mini")
-HARNESS_ALLOWED_MODELS = sorted(
-    {HARNESS_MODEL, "offline", *env_list("HARNESS_ALLOWED_MODELS")}
-)
+HARNESS_ALLOWED_MODELS = sorted({HARNESS_MODEL, "offline", *env_list("HARNESS_ALLOWED_MODELS")})
 OPENAI_API_KEY = env_secret("OPENAI_API_KEY")
 OPENAI_BASE_URL = env_str("OPENAI_BASE_URL")
 HARNESS_OPENAI_API = env_str("HARNESS_OPENAI_API", "responses")

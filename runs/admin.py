@@ -72,9 +72,23 @@ class RunAdmin(ReadOnlyAdmin):
     fieldsets = (
         (None, {"fields": ("id", "status", "owner", "session", "agent", "model")}),
         ("Conversation", {"fields": ("input", "output", "error")}),
-        ("Execution", {"fields": ("usage", "created_at", "started_at", "finished_at", "attempts", "worker_id", "lease_expires_at", "trace_id")}),
+        (
+            "Execution",
+            {
+                "fields": (
+                    "usage",
+                    "created_at",
+                    "started_at",
+                    "finished_at",
+                    "attempts",
+                    "worker_id",
+                    "lease_expires_at",
+                    "trace_id",
+                )
+            },
+        ),
     )
-    readonly_fields = [f for fs in fieldsets for f in fs[1]["fields"]]
+    readonly_fields = [str(f) for fs in fieldsets for f in fs[1]["fields"]]
 
     @admin.display(description="duration")
     def duration(self, obj: Run) -> str:

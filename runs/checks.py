@@ -27,7 +27,7 @@ def check_deploy_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
         problems.append(
             Warning(
                 f"OPENAI_API_KEY is not set: runs on the default model {settings.HARNESS_MODEL!r} will fail.",
-                hint="Set OPENAI_API_KEY, or post runs with model \"offline\".",
+                hint='Set OPENAI_API_KEY, or post runs with model "offline".',
                 id="runs.W001",
             )
         )

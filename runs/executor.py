@@ -49,7 +49,7 @@ def agent_for_run(spec: AgentSpec, model: str) -> tuple[Agent[Any], ModelProvide
     if not settings.OPENAI_API_KEY:
         raise ModelUnavailable(
             f"OPENAI_API_KEY is not set, so model {model!r} cannot be called. Set OPENAI_API_KEY "
-            f"(and OPENAI_BASE_URL for an OpenAI-compatible server), or run with model \"offline\"."
+            f'(and OPENAI_BASE_URL for an OpenAI-compatible server), or run with model "offline".'
         )
     provider = OpenAIProvider(
         api_key=settings.OPENAI_API_KEY,
@@ -78,7 +78,7 @@ def translate_event(event: Any, tool_names: dict[str, str]) -> events.EventSpec 
     raw = item.raw_item
     if event.name == "tool_called":
         call_id = getattr(raw, "call_id", None) or getattr(raw, "id", "") or ""
-        name = getattr(raw, "name", None) or getattr(raw, "type", "tool")
+        name = str(getattr(raw, "name", None) or getattr(raw, "type", "tool"))
         tool_names[call_id] = name
         return events.TOOL_CALLED, {"call_id": call_id, "name": name, "arguments": getattr(raw, "arguments", None)}
     if event.name == "tool_output":
@@ -199,12 +199,16 @@ async def _execute_claimed(run: Run, spec: AgentSpec, worker_id: str) -> service
             outcome = services.RunOutcome(status=Run.Status.CANCELLED, error=f"stopped: run is {watch.stopped}")
         else:
             output = result.final_output
-            outcome = services.RunOutcome(status=Run.Status.SUCCEEDED, output=output if isinstance(output, str) else str(output))
+            outcome = services.RunOutcome(
+                status=Run.Status.SUCCEEDED, output=output if isinstance(output, str) else str(output)
+            )
     except TimeoutError:
         if result is not None:
             result.cancel(mode="immediate")
         seconds = settings.HARNESS_RUN_TIMEOUT_SECONDS
-        outcome = services.RunOutcome(status=Run.Status.FAILED, error=f"Run timed out after {seconds:g} s (HARNESS_RUN_TIMEOUT_SECONDS).")
+        outcome = services.RunOutcome(
+            status=Run.Status.FAILED, error=f"Run timed out after {seconds:g} s (HARNESS_RUN_TIMEOUT_SECONDS)."
+        )
     except ModelUnavailable as exc:
         outcome = services.RunOutcome(status=Run.Status.FAILED, error=str(exc))
     except Exception as exc:
@@ -219,6 +223,8 @@ async def _execute_claimed(run: Run, spec: AgentSpec, worker_id: str) -> service
     buffer = processor.pop(trace_id)
     if buffer is not None:
         outcome.trace, outcome.spans = trace_rows(buffer, run_id=run.id)
+    # Like the end of a request: the ORM thread's connection honours DATABASE_CONN_MAX_AGE.
+    await sync_to_async(close_old_connections)()
     return outcome
 
 
@@ -242,13 +248,19 @@ def run_execute(run_id: str) -> str | None:
         logger.info("run started", extra={"agent": run.agent, "model": run.model, "attempt": run.attempts})
         spec = agent_get(run.agent)
         if spec is None:
-            outcome = services.RunOutcome(status=Run.Status.FAILED, error=f"agent {run.agent!r} is no longer in the registry")
+            outcome = services.RunOutcome(
+                status=Run.Status.FAILED, error=f"agent {run.agent!r} is no longer in the registry"
+            )
         else:
             outcome = asyncio.run(_execute_claimed(run, spec, worker_id))
         recorded = services.run_finish(run_id=run.id, worker_id=worker_id, outcome=outcome)
         logger.info(
             "run finished",
-            extra={"status": outcome.status if recorded else "superseded", "usage": outcome.usage, "error": outcome.error or None},
+            extra={
+                "status": outcome.status if recorded else "superseded",
+                "usage": outcome.usage,
+                "error": outcome.error or None,
+            },
         )
         close_old_connections()
         return outcome.status if recorded else None

@@ -43,6 +43,9 @@ class SessionItem(models.Model):
         ordering = ["id"]
         indexes = [models.Index(fields=["session", "id"])]
 
+    def __str__(self) -> str:
+        return f"{self.session_id}#{self.pk}"
+
 
 class RunQuerySet(models.QuerySet["Run"]):
     def active(self) -> RunQuerySet:
@@ -67,7 +70,7 @@ class Run(models.Model):
     model = models.CharField(max_length=100, db_index=True)
     input = models.TextField()
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
-    output = models.TextField(null=True, blank=True)
+    output = models.TextField(null=True, blank=True)  # noqa: DJ001 (null: no output yet; "" is an empty answer)
     error = models.TextField(blank=True)
     usage = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)

@@ -42,17 +42,24 @@ class OfflineModel(Model):
         self.spec = spec
         self.delay = delay_ms / 1000
 
-    def respond(self, items: list[TResponseInputItem], tool_names: set[str]) -> list[TResponseOutputItem]:
+    def respond(self, items: list[Any], tool_names: set[str]) -> list[TResponseOutputItem]:
         """The whole decision: what this model answers to this input. Pure and deterministic."""
         user_texts = [
             _text_of(item.get("content")) for item in items if isinstance(item, dict) and item.get("role") == "user"
         ]
         user_text = user_texts[-1] if user_texts else ""
         turn = len(user_texts)
-        last = items[-1] if items else {}
+        last: Any = items[-1] if items else {}
         if isinstance(last, dict) and last.get("type") == "function_call_output":
             output = last.get("output")
-            return [assistant_message(self.spec.offline_reply(user_text, _text_of(output) if not isinstance(output, str) else output, turn), item_id=f"msg_{turn}_a")]
+            return [
+                assistant_message(
+                    self.spec.offline_reply(
+                        user_text, _text_of(output) if not isinstance(output, str) else output, turn
+                    ),
+                    item_id=f"msg_{turn}_a",
+                )
+            ]
         plan = self.spec.offline_plan(user_text)
         if plan is not None and plan.name in tool_names:
             digest = hashlib.sha256(f"{turn}:{plan.name}:{user_text}".encode()).hexdigest()[:16]
@@ -65,7 +72,10 @@ class OfflineModel(Model):
         input_tokens = _tokens([system_instructions, items])
         output_tokens = _tokens([item.model_dump() for item in output])
         usage = Usage(
-            requests=1, input_tokens=input_tokens, output_tokens=output_tokens, total_tokens=input_tokens + output_tokens
+            requests=1,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            total_tokens=input_tokens + output_tokens,
         )
         return ModelStep(output=output, usage=usage, response_id=f"resp_offline_{len(items)}")
 
@@ -74,7 +84,9 @@ class OfflineModel(Model):
         return generation_span(
             model=OFFLINE_MODEL,
             model_config={"agent": self.spec.name},
-            input=([{"role": "user", "content": input}] if isinstance(input, str) else list(input)) if include else None,
+            input=([{"role": "user", "content": input}] if isinstance(input, str) else list(input))
+            if include
+            else None,
             output=[item.model_dump() for item in step.output] if include else None,
             usage={"input_tokens": step.usage.input_tokens, "output_tokens": step.usage.output_tokens},
             disabled=tracing.is_disabled(),
@@ -97,8 +109,16 @@ class OfflineModel(Model):
         step = self._step(system_instructions, input, tools)
         with self._span(step, input, tracing):
             return await ScriptedModel([step]).get_response(
-                system_instructions, input, model_settings, tools, output_schema, handoffs,
-                ModelTracing.DISABLED, previous_response_id=None, conversation_id=None, prompt=None,
+                system_instructions,
+                input,
+                model_settings,
+                tools,
+                output_schema,
+                handoffs,
+                ModelTracing.DISABLED,
+                previous_response_id=None,
+                conversation_id=None,
+                prompt=None,
             )
 
     async def stream_response(
@@ -118,8 +138,16 @@ class OfflineModel(Model):
         step = self._step(system_instructions, input, tools)
         with self._span(step, input, tracing):
             events = ScriptedModel([step]).stream_response(
-                system_instructions, input, model_settings, tools, output_schema, handoffs,
-                ModelTracing.DISABLED, previous_response_id=None, conversation_id=None, prompt=None,
+                system_instructions,
+                input,
+                model_settings,
+                tools,
+                output_schema,
+                handoffs,
+                ModelTracing.DISABLED,
+                previous_response_id=None,
+                conversation_id=None,
+                prompt=None,
             )
             async for event in events:
                 if event.type != "response.output_text.delta":

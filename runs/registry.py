@@ -81,15 +81,12 @@ def _assistant_reply(text: str, tool_output: str | None, turn: int) -> str:
     stats = json.loads(tool_output) if tool_output else {}
     words = stats.get("words", len(text.split()))
     characters = stats.get("characters", len(text))
-    return (
-        f"Offline assistant, turn {turn}: you wrote {words} word(s) and {characters} character(s). "
-        f"You said: {text}"
-    )
+    return f"Offline assistant, turn {turn}: you wrote {words} word(s) and {characters} character(s). You said: {text}"
 
 
 # --- calculator -------------------------------------------------------------
 
-_BINARY = {
+_BINARY: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
     ast.Add: operator.add,
     ast.Sub: operator.sub,
     ast.Mult: operator.mul,
@@ -98,7 +95,7 @@ _BINARY = {
     ast.Mod: operator.mod,
     ast.Pow: operator.pow,
 }
-_UNARY = {ast.UAdd: operator.pos, ast.USub: operator.neg}
+_UNARY: dict[type[ast.unaryop], Callable[[Any], Any]] = {ast.UAdd: operator.pos, ast.USub: operator.neg}
 _EXPRESSION = re.compile(r"[-+(]*\s*\d[\d.\s]*(?:\s*(?:\*\*|//|[-+*/%])\s*[-+(]*\s*\d[\d.\s]*\)*)+\)*")
 
 
@@ -118,7 +115,7 @@ def evaluate_arithmetic(expression: str) -> int | float:
     def walk(node: ast.AST) -> int | float:
         if isinstance(node, ast.Expression):
             return walk(node.body)
-        if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+        if isinstance(node, ast.Constant) and isinstance(node.value, int | float) and not isinstance(node.value, bool):
             return node.value
         if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
             return _UNARY[type(node.op)](walk(node.operand))
@@ -163,7 +160,7 @@ def _calculator_reply(text: str, tool_output: str | None, turn: int) -> str:
     plan = _calculator_plan(text)
     expression = plan.arguments["expression"] if plan else "the expression"
     if tool_output.startswith("error:"):
-        return f"I could not evaluate {expression}: {tool_output[len('error:'):].strip()}."
+        return f"I could not evaluate {expression}: {tool_output[len('error:') :].strip()}."
     return f"{expression} = {tool_output}"
 
 

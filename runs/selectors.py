@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db.models import QuerySet
 
 from runs.models import Run, RunEvent
 
 
-def run_list_for_principal(*, principal: AbstractBaseUser) -> QuerySet[Run]:
+def run_list_for_principal(*, principal: User) -> QuerySet[Run]:
     return Run.objects.filter(owner=principal)
 
 
-def run_get_for_principal(*, principal: AbstractBaseUser, run_id: str) -> Run | None:
+def run_get_for_principal(*, principal: User, run_id: str) -> Run | None:
     return run_list_for_principal(principal=principal).filter(pk=run_id).first()
 
 

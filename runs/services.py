@@ -6,10 +6,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
@@ -41,13 +42,18 @@ def run_enqueue(run_id: str) -> None:
     """Hand the run to the worker pool. Safe to repeat: only one worker can claim a run."""
     from django_q.tasks import async_task
 
-    async_task("runs.tasks.execute_run", run_id, task_name=f"run {run_id}", q_options={"timeout": settings.Q_CLUSTER["timeout"]})
+    async_task(
+        "runs.tasks.execute_run",
+        run_id,
+        task_name=f"run {run_id}",
+        q_options={"timeout": settings.Q_CLUSTER["timeout"]},
+    )
 
 
 @transaction.atomic
 def run_create(
     *,
-    owner: AbstractBaseUser,
+    owner: User,
     actor: Actor,
     input: str,
     agent: str,
@@ -94,11 +100,13 @@ def run_cancel(*, run: Run, actor: Actor, reason: str = "cancelled by request") 
     else:
         run.refresh_from_db()
         raise RunNotCancellable(f"run {run.id} is already {run.status}; only queued or running runs can be cancelled")
-    events.events_append(
-        run_id=run.pk, events=[(events.CANCELLED, {"status": Run.Status.CANCELLED, "error": reason})]
-    )
+    events.events_append(run_id=run.pk, events=[(events.CANCELLED, {"status": Run.Status.CANCELLED, "error": reason})])
     audit_record(
-        action="run.cancelled", actor=actor, target_type="run", target_id=run.pk, run_id=run.pk,
+        action="run.cancelled",
+        actor=actor,
+        target_type="run",
+        target_id=run.pk,
+        run_id=run.pk,
         data={"from": previous, "reason": reason},
     )
     run.refresh_from_db()
@@ -126,7 +134,11 @@ def run_claim(*, run_id: str, worker_id: str) -> Run | None:
         run_id=run_id, events=[(events.STARTED, {"status": Run.Status.RUNNING, "attempt": run.attempts})]
     )
     audit_record(
-        action="run.started", actor=Actor.worker(worker_id), target_type="run", target_id=run_id, run_id=run_id,
+        action="run.started",
+        actor=Actor.worker(worker_id),
+        target_type="run",
+        target_id=run_id,
+        run_id=run_id,
         data={"attempt": run.attempts},
     )
     return run
@@ -195,10 +207,14 @@ def run_finish(*, run_id: str, worker_id: str, outcome: RunOutcome) -> bool:
         data["output"] = output
     else:
         data["error"] = error
-    events.events_append(run_id=run_id, events=[(events.FINAL_TYPES[outcome.status], data)])
+    events.events_append(run_id=run_id, events=[(events.FINAL_TYPES[Run.Status(outcome.status)], data)])
     audit_record(
-        action=f"run.{outcome.status}", actor=Actor.worker(worker_id), target_type="run", target_id=run_id,
-        run_id=run_id, data={"error": error} if error else {"usage": usage},
+        action=f"run.{outcome.status}",
+        actor=Actor.worker(worker_id),
+        target_type="run",
+        target_id=run_id,
+        run_id=run_id,
+        data={"error": error} if error else {"usage": usage},
     )
     return True
 
@@ -224,7 +240,9 @@ def run_reap(*, now: datetime | None = None) -> ReapReport:
     expired = Run.objects.filter(status=Run.Status.RUNNING, lease_expires_at__lt=now)
     for run in expired.only("id", "attempts", "worker_id", "lease_expires_at"):
         with transaction.atomic():
-            stale = Run.objects.filter(pk=run.pk, status=Run.Status.RUNNING, worker_id=run.worker_id, lease_expires_at__lt=now)
+            stale = Run.objects.filter(
+                pk=run.pk, status=Run.Status.RUNNING, worker_id=run.worker_id, lease_expires_at__lt=now
+            )
             reason = (
                 f"the worker running it ({run.worker_id or 'unknown'}) stopped responding: "
                 f"its lease expired at {run.lease_expires_at:%Y-%m-%d %H:%M:%S} UTC "
@@ -234,16 +252,34 @@ def run_reap(*, now: datetime | None = None) -> ReapReport:
             if run.attempts < settings.HARNESS_RUN_MAX_ATTEMPTS:
                 if stale.update(status=Run.Status.QUEUED, worker_id="", lease_expires_at=None) != 1:
                     continue
-                events.events_append(run_id=run.pk, events=[(events.REQUEUED, {"status": Run.Status.QUEUED, "reason": reason})])
-                audit_record(action="run.requeued", actor=actor, target_type="run", target_id=run.pk, run_id=run.pk, data={"reason": reason})
-                transaction.on_commit(lambda run_id=run.pk: run_enqueue(run_id))
+                events.events_append(
+                    run_id=run.pk, events=[(events.REQUEUED, {"status": Run.Status.QUEUED, "reason": reason})]
+                )
+                audit_record(
+                    action="run.requeued",
+                    actor=actor,
+                    target_type="run",
+                    target_id=run.pk,
+                    run_id=run.pk,
+                    data={"reason": reason},
+                )
+                transaction.on_commit(partial(run_enqueue, run.pk))
                 report.requeued.append(run.pk)
             else:
                 error = f"Run failed: {reason}."
                 if stale.update(status=Run.Status.FAILED, error=error, finished_at=now, lease_expires_at=None) != 1:
                     continue
-                events.events_append(run_id=run.pk, events=[(events.FAILED, {"status": Run.Status.FAILED, "error": error})])
-                audit_record(action="run.failed", actor=actor, target_type="run", target_id=run.pk, run_id=run.pk, data={"error": error})
+                events.events_append(
+                    run_id=run.pk, events=[(events.FAILED, {"status": Run.Status.FAILED, "error": error})]
+                )
+                audit_record(
+                    action="run.failed",
+                    actor=actor,
+                    target_type="run",
+                    target_id=run.pk,
+                    run_id=run.pk,
+                    data={"error": error},
+                )
                 report.failed.append(run.pk)
     report.reenqueued = _reenqueue_lost(now)
     for run_id in report.requeued + report.failed:

@@ -23,8 +23,16 @@ def _stream_events(output: list[Any], usage: Usage) -> list[dict[str, Any]]:
     async def collect() -> list[dict[str, Any]]:
         model = ScriptedModel([ModelStep(output=output, usage=usage, response_id="resp_fake")])
         stream = model.stream_response(
-            None, "", ModelSettings(), [], None, [], ModelTracing.DISABLED,
-            previous_response_id=None, conversation_id=None, prompt=None,
+            None,
+            "",
+            ModelSettings(),
+            [],
+            None,
+            [],
+            ModelTracing.DISABLED,
+            previous_response_id=None,
+            conversation_id=None,
+            prompt=None,
         )
         return [event.model_dump(mode="json") async for event in stream]
 
@@ -47,7 +55,16 @@ class FakeOpenAI:
                 fake.auth_headers.append(self.headers.get("Authorization", ""))
                 if self.headers.get("Authorization") != f"Bearer {fake.api_key}":
                     given = self.headers.get("Authorization", "").removeprefix("Bearer ")
-                    self._json(401, {"error": {"message": f"Incorrect API key provided: {given}.", "type": "invalid_request_error", "code": "invalid_api_key"}})
+                    self._json(
+                        401,
+                        {
+                            "error": {
+                                "message": f"Incorrect API key provided: {given}.",
+                                "type": "invalid_request_error",
+                                "code": "invalid_api_key",
+                            }
+                        },
+                    )
                     return
                 if not self.path.endswith("/responses"):
                     self._json(404, {"error": {"message": f"no route {self.path}"}})

@@ -43,7 +43,12 @@ def test_runs_changelist_filters_and_has_a_fixed_query_count(staff_client, alice
     with django_assert_max_num_queries(12):
         response = staff_client.get(url)
     assert response.status_code == 200
-    for query in ("status__exact=queued", "agent=calculator", "model=offline", "created_at__gte=2000-01-01+00:00:00%2B00:00"):
+    for query in (
+        "status__exact=queued",
+        "agent=calculator",
+        "model=offline",
+        "created_at__gte=2000-01-01+00:00:00%2B00:00",
+    ):
         assert staff_client.get(f"{url}?{query}").status_code == 200
 
 
@@ -53,7 +58,9 @@ def test_the_audit_log_is_read_only(staff_client, alice):
     assert staff_client.get(reverse("admin:audit_auditlog_add")).status_code == 403
     change = reverse("admin:audit_auditlog_change", args=[entry.pk])
     assert staff_client.post(change, {"action": "tampered"}).status_code == 403
-    assert staff_client.post(reverse("admin:audit_auditlog_delete", args=[entry.pk]), {"post": "yes"}).status_code == 403
+    assert (
+        staff_client.post(reverse("admin:audit_auditlog_delete", args=[entry.pk]), {"post": "yes"}).status_code == 403
+    )
     entry.refresh_from_db()
     assert entry.action == "run.created"
     with pytest.raises(TypeError):

@@ -34,10 +34,19 @@ def test_an_offline_run_calls_a_real_tool_and_records_everything(alice):
     assert run.status == "succeeded"
     assert run.output == "6 * 7 = 42"
     assert run.error == ""
-    assert run.usage["requests"] == 2 and run.usage["total_tokens"] == run.usage["input_tokens"] + run.usage["output_tokens"]
+    assert (
+        run.usage["requests"] == 2
+        and run.usage["total_tokens"] == run.usage["input_tokens"] + run.usage["output_tokens"]
+    )
     assert run.started_at <= run.finished_at and run.attempts == 1
     assert events_of(run) == [
-        "run.queued", "run.started", "agent.updated", "tool.called", "tool.output", "message.created", "run.succeeded",
+        "run.queued",
+        "run.started",
+        "agent.updated",
+        "tool.called",
+        "tool.output",
+        "message.created",
+        "run.succeeded",
     ]
     seqs = list(run.events.order_by("seq").values_list("seq", flat=True))
     assert seqs == list(range(1, len(seqs) + 1))
@@ -139,7 +148,9 @@ def test_cancelling_a_running_run_stops_it(alice):
     assert kinds[-1] == "run.cancelled" and kinds.count("run.cancelled") == 1
     assert run.usage.get("requests", 0) >= 1
     assert list(AuditLog.objects.filter(run_id=run.pk).values_list("action", flat=True).order_by("id")) == [
-        "run.created", "run.started", "run.cancelled",
+        "run.created",
+        "run.started",
+        "run.cancelled",
     ]
 
 
@@ -194,7 +205,9 @@ def test_a_late_worker_cannot_write_after_the_final_event(alice):
     services.run_cancel(run=run, actor=Actor.system("tests"))
     assert services.run_record_events(run_id=run.pk, worker_id="w:1:a", batch=[("tool.called", {})]) is False
     assert services.run_heartbeat(run_id=run.pk, worker_id="w:1:a") is False
-    won = services.run_finish(run_id=run.pk, worker_id="w:1:a", outcome=services.RunOutcome(status="succeeded", output="late"))
+    won = services.run_finish(
+        run_id=run.pk, worker_id="w:1:a", outcome=services.RunOutcome(status="succeeded", output="late")
+    )
     assert won is False
     run.refresh_from_db()
     assert run.status == "cancelled" and run.output is None

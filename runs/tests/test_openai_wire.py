@@ -34,7 +34,10 @@ def test_a_gpt_run_round_trips_a_tool_call_over_the_wire(alice):
 
 
 def test_a_rejected_key_fails_the_run_without_leaking_the_key(alice):
-    with FakeOpenAI("sk-the-right-one-000000") as fake, override_settings(OPENAI_API_KEY=KEY, OPENAI_BASE_URL=fake.base_url):
+    with (
+        FakeOpenAI("sk-the-right-one-000000") as fake,
+        override_settings(OPENAI_API_KEY=KEY, OPENAI_BASE_URL=fake.base_url),
+    ):
         run = make_run(alice, model="gpt-5.4-mini")
         assert run_execute(run.pk) == "failed"
     run.refresh_from_db()

@@ -83,21 +83,34 @@ class Harness:
 
     def manage(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "manage.py", *args], cwd=ROOT, env=self.env, capture_output=True, text=True, check=check, timeout=120
+            [sys.executable, "manage.py", *args],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=120,
         )
 
     def start(self) -> Harness:
         log, err = self.log_path.open("ab"), self.err_path.open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "manage.py", "runharness", "--port", str(self.port)],
-            cwd=ROOT, env=self.env, stdout=log, stderr=err, start_new_session=True,
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=err,
+            start_new_session=True,
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"harness exited early:\n{self.log_path.read_text()}{self.err_path.read_text()}")
             try:
-                if httpx.get(f"{self.base_url}/health", timeout=1).status_code == 200 and "running." in self.log_path.read_text():
+                if (
+                    httpx.get(f"{self.base_url}/health", timeout=1).status_code == 200
+                    and "running." in self.log_path.read_text()
+                ):
                     return self
             except httpx.HTTPError:
                 pass
@@ -139,7 +152,9 @@ class Harness:
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         return httpx.Client(base_url=self.base_url, headers=headers, timeout=10)
 
-    def wait_for(self, client: httpx.Client, run_id: str, statuses: tuple[str, ...], timeout: float = 30) -> dict[str, Any]:
+    def wait_for(
+        self, client: httpx.Client, run_id: str, statuses: tuple[str, ...], timeout: float = 30
+    ) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while True:
             body = client.get(f"/api/runs/{run_id}").json()

@@ -87,9 +87,9 @@ def test_cancel_stops_a_running_run(harness, key):
     )
     assert events[-1] == "run.cancelled" and events.count("run.cancelled") == 1
     assert client.get(f"/api/runs/{run['id']}").json()["status"] == "cancelled"
-    assert any(
-        '"status": "superseded"' in line and run["id"] in line for line in harness.log_lines()
-    ), "the worker did not report stopping the run"
+    assert any('"status": "superseded"' in line and run["id"] in line for line in harness.log_lines()), (
+        "the worker did not report stopping the run"
+    )
     again = client.post(f"/api/runs/{run['id']}/cancel")
     assert again.status_code == 409
 
@@ -150,7 +150,9 @@ def test_ctrl_c_stops_web_and_worker(tmp_path):
 
 
 def test_a_crashed_worker_leaves_no_zombie_run(tmp_path):
-    h = Harness(tmp_path, HARNESS_OFFLINE_DELAY_MS="50", HARNESS_RUN_LEASE_SECONDS="1", HARNESS_CANCEL_CHECK_SECONDS="0.1").start()
+    h = Harness(
+        tmp_path, HARNESS_OFFLINE_DELAY_MS="50", HARNESS_RUN_LEASE_SECONDS="1", HARNESS_CANCEL_CHECK_SECONDS="0.1"
+    ).start()
     try:
         key = h.api_key("alice")
         client = h.client(key)

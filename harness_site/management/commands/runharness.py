@@ -32,11 +32,24 @@ class Command(BaseCommand):
     def handle(self, *args: Any, host: str, port: int, no_worker: bool, no_web: bool, **options: Any) -> None:
         children: dict[str, subprocess.Popen[bytes]] = {}
         if not no_web:
-            children["web"] = subprocess.Popen(
-                [sys.executable, "-m", "daphne", "--verbosity", "0", "-b", host, "-p", str(port), "harness_site.asgi:application"]
+            children["web"] = subprocess.Popen(  # noqa: S603 (our own interpreter and module, no user input)
+                [
+                    sys.executable,
+                    "-m",
+                    "daphne",
+                    "--verbosity",
+                    "0",
+                    "-b",
+                    host,
+                    "-p",
+                    str(port),
+                    "harness_site.asgi:application",
+                ]
             )
         if not no_worker:
-            children["worker"] = subprocess.Popen([sys.executable, "manage.py", "runworker"], cwd=settings.BASE_DIR)
+            children["worker"] = subprocess.Popen(  # noqa: S603 (our own interpreter and manage.py)
+                [sys.executable, "manage.py", "runworker"], cwd=settings.BASE_DIR
+            )
         shown = "localhost" if host in ("127.0.0.1", "0.0.0.0", "::") else host  # noqa: S104
         base = f"http://{shown}:{port}"
         self.stderr.write(

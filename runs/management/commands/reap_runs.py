@@ -15,6 +15,10 @@ class Command(BaseCommand):
         self.stdout.write(
             f"requeued {len(report.requeued)}, failed {len(report.failed)}, re-enqueued {len(report.reenqueued)}"
         )
-        for label, ids in (("requeued", report.requeued), ("failed", report.failed), ("re-enqueued", report.reenqueued)):
+        for label, ids in (
+            ("requeued", report.requeued),
+            ("failed", report.failed),
+            ("re-enqueued", report.reenqueued),
+        ):
             for run_id in ids:
                 self.stdout.write(f"  {label}: {run_id}")
