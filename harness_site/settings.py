@@ -107,6 +107,7 @@ TEMPLATES = [
 def _database(url: str) -> dict[str, Any]:
     config: dict[str, Any] = dict(dj_database_url.parse(url, conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0)))
     if config["ENGINE"] == "django.db.backends.sqlite3":
+        Path(config["NAME"]).parent.mkdir(parents=True, exist_ok=True)
         # Web and worker processes share the file: WAL lets readers run beside the
         # writer, IMMEDIATE takes the write lock up front instead of failing with
         # "database is locked" on upgrade, and the timeout waits out short writes.
