@@ -20,10 +20,10 @@ run: install .env
 	$(UV) run python manage.py ensureadmin
 	$(UV) run python manage.py runharness --port $(PORT)
 
-test: install
+test: install system-deps
 	$(UV) run pytest
 
-test-postgres: install
+test-postgres: install system-deps
 	DATABASE_URL=$${TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/harness} $(UV) run pytest
 
 lint: install
@@ -34,3 +34,9 @@ lint: install
 format: install
 	$(UV) run ruff format .
 	$(UV) run ruff check --fix .
+
+# Debian packages the test suite uses: chromium (admin browser tests). Installing needs root.
+system-deps:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "chromium is missing: sudo apt-get install chromium (the admin browser tests need it)"; fi; }

@@ -103,6 +103,10 @@ class RunAdmin(ReadOnlyAdmin):
         # Needed for the cancel action; every field stays read-only.
         return request.user.has_perm("runs.change_run")
 
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: Any = None) -> Any:
+        extra_context = {**(extra_context or {}), "show_save": False, "show_save_and_continue": False}
+        return super().change_view(request, object_id, form_url, extra_context)
+
     @admin.action(description="Cancel selected runs", permissions=["change"])
     def cancel_runs(self, request: HttpRequest, queryset: QuerySet[Run]) -> None:
         actor = Actor.for_user(request.user)

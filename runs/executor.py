@@ -228,6 +228,18 @@ async def _execute_claimed(run: Run, spec: AgentSpec, worker_id: str) -> service
     return outcome
 
 
+def warm_up() -> None:
+    """Run each registry agent once on the offline model, in memory, with tracing off."""
+    from runs.registry import AGENTS
+
+    async def warm() -> None:
+        for spec in AGENTS.values():
+            agent = spec.build(OfflineModel(spec))
+            await Runner.run(agent, "What is 1 + 1?", run_config=RunConfig(tracing_disabled=True))
+
+    asyncio.run(warm())
+
+
 def run_execute(run_id: str) -> str | None:
     """Claim and execute one run (synchronous entry point for the worker).
 

@@ -139,7 +139,7 @@ def trace_rows(buffer: TraceBuffer, *, run_id: str) -> tuple[Trace, list[Span]]:
                 name=_span_name(data),
                 started_at=started,
                 ended_at=ended,
-                duration_ms=(ended - started).total_seconds() * 1000 if started and ended else None,
+                duration_ms=round((ended - started).total_seconds() * 1000, 3) if started and ended else None,
                 usage=_span_usage(data),
                 data=redact_data(data),
                 error=redact_data(item.get("error")),

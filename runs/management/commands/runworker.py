@@ -1,8 +1,8 @@
 """The background worker: django-q2's qcluster, with the Agents SDK loaded first.
 
-Importing the SDK costs seconds of CPU. Loading it once in the cluster's parent
-means every worker process it forks (and re-forks on recycle) starts with it,
-so no run waits for an import.
+Importing the SDK costs seconds of CPU, and a first run pays again for building
+its schemas. Doing both once in the cluster's parent means every worker process
+it forks (and re-forks on recycle) starts warm, so no run waits for them.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ class Command(QclusterCommand):
     help = "Run the background worker (django-q2 cluster) that executes runs and scheduled jobs."
 
     def handle(self, *args: Any, **options: Any) -> None:
-        import runs.executor  # noqa: F401  (warm import, inherited by forked workers)
+        from runs.executor import warm_up
 
+        warm_up()
         super().handle(*args, **options)
