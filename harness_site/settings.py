@@ -61,6 +61,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_q",
+    "channels",
     "harness_site.apps.HarnessSiteConfig",
     "audit",
     "accounts",
@@ -175,6 +176,19 @@ HARNESS_RUN_MAX_ATTEMPTS = env_int("HARNESS_RUN_MAX_ATTEMPTS", 1, minimum=1)
 HARNESS_CANCEL_CHECK_SECONDS = env_float("HARNESS_CANCEL_CHECK_SECONDS", 0.25, minimum=0.01)
 HARNESS_REQUEUE_AFTER_SECONDS = env_float("HARNESS_REQUEUE_AFTER_SECONDS", 120, minimum=1)
 HARNESS_REAPER_INTERVAL_MINUTES = env_int("HARNESS_REAPER_INTERVAL_MINUTES", 1, minimum=1)
+
+# --- Live streams ----------------------------------------------------------
+# With Redis, live events travel over a channel layer between the worker and the
+# web processes; without it, streams follow the durable log in the database.
+CHANNEL_LAYERS = (
+    {"default": {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer", "CONFIG": {"hosts": [env_secret("REDIS_URL")]}}}
+    if env_secret("REDIS_URL")
+    else {}
+)
+HARNESS_STREAM_POLL_SECONDS = env_float("HARNESS_STREAM_POLL_SECONDS", 0.1, minimum=0.01)
+HARNESS_STREAM_KEEPALIVE_SECONDS = env_float("HARNESS_STREAM_KEEPALIVE_SECONDS", 15, minimum=0.1)
+HARNESS_STREAM_COALESCE_MS = env_int("HARNESS_STREAM_COALESCE_MS", 25, minimum=0)
+HARNESS_STREAM_TOKEN_SECONDS = env_int("HARNESS_STREAM_TOKEN_SECONDS", 300, minimum=10)
 
 # --- Background worker (django-q2) ----------------------------------------
 REDIS_URL = env_secret("REDIS_URL")

@@ -16,6 +16,7 @@ from django.db import connection, transaction
 
 from harness_site.redaction import redact_data
 from runs.models import Run, RunEvent
+from runs.streams import events_publish_on_commit
 
 QUEUED = "run.queued"
 STARTED = "run.started"
@@ -27,6 +28,7 @@ AGENT_UPDATED = "agent.updated"
 TOOL_CALLED = "tool.called"
 TOOL_OUTPUT = "tool.output"
 MESSAGE = "message.created"
+TEXT_DELTA = "text.delta"
 HANDOFF = "handoff"
 
 FINAL_TYPES = {Run.Status.SUCCEEDED: SUCCEEDED, Run.Status.FAILED: FAILED, Run.Status.CANCELLED: CANCELLED}
@@ -70,4 +72,6 @@ def events_append(
             RunEvent(run_id=run_id, seq=first + offset, type=kind, data=redact_data(data))
             for offset, (kind, data) in enumerate(events)
         ]
-        return RunEvent.objects.bulk_create(rows)
+        created = RunEvent.objects.bulk_create(rows)
+        events_publish_on_commit(run_id, created)
+        return created

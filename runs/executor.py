@@ -101,8 +101,10 @@ class EventWriter:
     """Appends a run's events from the event loop without blocking it.
 
     Events are queued; one writer task drains the queue in batches, so while a
-    write is in flight new events gather into the next batch (one write per
-    batch, never a fixed delay). If a batch is refused the run is no longer
+    write is in flight new events gather into the next batch. Text deltas are
+    merged and written at most every HARNESS_STREAM_COALESCE_MS (a long answer
+    costs a write per interval, not per token); any other event is written at
+    once, with the deltas before it. If a batch is refused the run is no longer
     ours (cancelled or reaped) and `lost` is set.
     """
 
@@ -110,6 +112,8 @@ class EventWriter:
         self.run_id, self.worker_id = run_id, worker_id
         self.pending: list[events.EventSpec] = []
         self.wake = asyncio.Event()
+        self.coalesce = settings.HARNESS_STREAM_COALESCE_MS / 1000
+        self.timer: asyncio.TimerHandle | None = None
         self.closing = False
         self.lost = False
         self.task = asyncio.create_task(self._drain())
@@ -118,11 +122,34 @@ class EventWriter:
         self.pending.append((kind, data))
         self.wake.set()
 
+    def emit_delta(self, text: str) -> None:
+        if self.pending and self.pending[-1][0] == events.TEXT_DELTA:
+            self.pending[-1][1]["text"] += text
+        else:
+            self.pending.append((events.TEXT_DELTA, {"text": text}))
+        self._schedule()
+
+    def _schedule(self) -> None:
+        if self.timer is None:
+            self.timer = asyncio.get_running_loop().call_later(self.coalesce, self._fire)
+
+    def _fire(self) -> None:
+        self.timer = None
+        self.wake.set()
+
+    def _only_deltas_pending(self) -> bool:
+        return all(kind == events.TEXT_DELTA for kind, _ in self.pending)
+
     async def _drain(self) -> None:
         while True:
             await self.wake.wait()
             self.wake.clear()
             while self.pending and not self.lost:
+                if self.timer is not None and self._only_deltas_pending() and not self.closing:
+                    break  # deltas wait for their interval
+                if self.timer is not None:
+                    self.timer.cancel()
+                    self.timer = None
                 batch, self.pending = self.pending, []
                 ok = await sync_to_async(services.run_record_events)(
                     run_id=self.run_id, worker_id=self.worker_id, batch=batch
@@ -192,6 +219,10 @@ async def _execute_claimed(run: Run, spec: AgentSpec, worker_id: str) -> service
         tool_names: dict[str, str] = {}
         async with asyncio.timeout(settings.HARNESS_RUN_TIMEOUT_SECONDS):
             async for sdk_event in result.stream_events():
+                if sdk_event.type == "raw_response_event":
+                    if getattr(sdk_event.data, "type", "") == "response.output_text.delta":
+                        writer.emit_delta(sdk_event.data.delta)
+                    continue
                 translated = translate_event(sdk_event, tool_names)
                 if translated is not None:
                     writer.emit(*translated)

@@ -23,8 +23,13 @@ from runs.offline import OfflineModel
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def events_of(run: Run) -> list[str]:
-    return list(run.events.order_by("seq").values_list("type", flat=True))
+def events_of(run: Run, *, deltas: bool = False) -> list[str]:
+    kinds = run.events.order_by("seq").values_list("type", flat=True)
+    return [kind for kind in kinds if deltas or kind != "text.delta"]
+
+
+def streamed_text(run: Run) -> str:
+    return "".join(event.data["text"] for event in run.events.filter(type="text.delta").order_by("seq"))
 
 
 def test_an_offline_run_calls_a_real_tool_and_records_everything(alice):
@@ -55,6 +60,8 @@ def test_an_offline_run_calls_a_real_tool_and_records_everything(alice):
     assert called["name"] == "calculate" and called["call_id"] == output["call_id"]
     assert output["output"] == "42" and output["name"] == "calculate"
     assert run.events.get(type="run.succeeded").data["output"] == "6 * 7 = 42"
+    assert streamed_text(run) == "6 * 7 = 42"
+    assert events_of(run, deltas=True).index("text.delta") < events_of(run, deltas=True).index("message.created")
     trace = Trace.objects.get(run=run)
     assert trace.id == run.trace_id and trace.metadata["run_id"] == run.pk
     kinds = sorted(Span.objects.filter(run=run).values_list("kind", flat=True))
@@ -152,6 +159,18 @@ def test_cancelling_a_running_run_stops_it(alice):
         "run.started",
         "run.cancelled",
     ]
+
+
+@override_settings(HARNESS_OFFLINE_DELAY_MS=5, HARNESS_STREAM_COALESCE_MS=40)
+def test_text_deltas_are_coalesced_not_written_per_token(alice):
+    words = 120
+    run = make_run(alice, agent="assistant", input=" ".join(f"w{i}" for i in range(words)))
+    assert run_execute(run.pk) == "succeeded"
+    run.refresh_from_db()
+    assert streamed_text(run) == run.output
+    written = run.events.filter(type="text.delta").count()
+    # ~130 tokens over ~0.7 s at one write per 40 ms: a few dozen writes at most, not one per token.
+    assert 1 < written < words / 3, written
 
 
 def _claim_and_abandon(run: Run) -> None:

@@ -27,9 +27,11 @@ def test_a_gpt_run_round_trips_a_tool_call_over_the_wire(alice):
     assert first["model"] == "gpt-5.4-mini" and first["stream"] is True
     assert [tool["name"] for tool in first["tools"]] == ["calculate"]
     assert second["input"][-1] == {"call_id": "call_fake_1", "output": "42", "type": "function_call_output"}
-    kinds = list(run.events.order_by("seq").values_list("type", flat=True))
+    kinds = [kind for kind in run.events.order_by("seq").values_list("type", flat=True) if kind != "text.delta"]
     assert kinds[-4:] == ["tool.called", "tool.output", "message.created", "run.succeeded"]
     assert Span.objects.filter(run=run, kind="function", name="calculate").exists()
+    deltas = run.events.filter(type="text.delta").order_by("seq").values_list("data", flat=True)
+    assert "".join(delta["text"] for delta in deltas) == "The tool said 42."
     assert Span.objects.filter(run=run, kind="response").count() == 2
 
 

@@ -1,0 +1,144 @@
+"""Live, resumable run streams: replay from the durable event log, then follow it.
+
+One async generator serves both the WebSocket consumer and the SSE view:
+
+1. With a channel layer (REDIS_URL), subscribe to the run's group *first*, so no
+   event published during the replay is missed.
+2. Replay every event after `after` from the database, in order.
+3. Follow: live messages from the group, or (no Redis) the database itself every
+   HARNESS_STREAM_POLL_SECONDS. Events are yielded strictly in `seq` order:
+   anything at or below the last sent seq is dropped (no duplicates), and a
+   gap is filled from the database before going on (no holes, no reordering).
+4. Stop after the run's final event. While idle, yield None every
+   HARNESS_STREAM_KEEPALIVE_SECONDS (the SSE view turns it into a comment),
+   and look at the database then too, in case a live message was lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from asgiref.sync import async_to_sync, sync_to_async
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.core import signing
+from django.db import transaction
+
+from runs.models import Run, RunEvent
+
+logger = logging.getLogger(__name__)
+
+FINAL_EVENT_TYPES = frozenset({"run.succeeded", "run.failed", "run.cancelled"})
+TOKEN_SALT = "runs.stream-token"
+
+
+def group_name(run_id: str) -> str:
+    return f"run.{run_id}"
+
+
+def event_payload(event: RunEvent) -> dict[str, Any]:
+    return {"seq": event.seq, "type": event.type, "data": event.data}
+
+
+def events_publish_on_commit(run_id: str, rows: list[RunEvent]) -> None:
+    """After the transaction that wrote `rows` commits, send them to live listeners."""
+    if not rows or not settings.CHANNEL_LAYERS:
+        return
+    message = {"type": "run.events", "events": [event_payload(row) for row in rows]}
+
+    def publish() -> None:
+        layer = get_channel_layer()
+        if layer is None:
+            return
+        try:
+            async_to_sync(layer.group_send)(group_name(run_id), message)
+        except Exception as exc:
+            # The database log stays the truth; followers re-read it on their next idle tick.
+            logger.warning("live publish failed", extra={"run_id": run_id, "error": type(exc).__name__})
+
+    transaction.on_commit(publish)
+
+
+def stream_token_issue(*, run_id: str, user_id: int) -> str:
+    return signing.dumps({"r": run_id, "u": user_id}, salt=TOKEN_SALT, compress=True)
+
+
+def stream_token_read(token: str, *, run_id: str) -> int | None:
+    """The user id a token was issued to for this run, or None (bad, expired, or another run's)."""
+    try:
+        payload = signing.loads(token, salt=TOKEN_SALT, max_age=settings.HARNESS_STREAM_TOKEN_SECONDS)
+    except signing.BadSignature:
+        return None
+    if not isinstance(payload, dict) or payload.get("r") != run_id or not isinstance(payload.get("u"), int):
+        return None
+    return payload["u"]
+
+
+PAGE = 500
+
+
+def _events_after(run_id: str, after: int) -> tuple[list[dict[str, Any]], bool]:
+    # Status first: a run's final event commits with its final status, so if the run
+    # was finished before the read of the log, that read includes the final event.
+    finished = Run.objects.filter(pk=run_id, status__in=Run.FINISHED_STATUSES).exists()
+    rows = RunEvent.objects.filter(run_id=run_id, seq__gt=after).order_by("seq")[:PAGE]
+    return [event_payload(row) for row in rows], finished
+
+
+events_after = sync_to_async(_events_after)
+
+
+async def run_event_stream(run_id: str, after: int = 0) -> AsyncIterator[dict[str, Any] | None]:
+    layer = get_channel_layer() if settings.CHANNEL_LAYERS else None
+    channel = None
+    if layer is not None:
+        channel = await layer.new_channel()
+        await layer.group_add(group_name(run_id), channel)
+    keepalive = settings.HARNESS_STREAM_KEEPALIVE_SECONDS
+    loop = asyncio.get_running_loop()
+    last, read_log, idle_since = after, True, loop.time()
+    try:
+        while True:
+            if read_log:
+                rows, finished = await events_after(run_id, last)
+                for row in rows:
+                    last = row["seq"]
+                    yield row
+                    if row["type"] in FINAL_EVENT_TYPES:
+                        return
+                if finished and not rows:
+                    return  # its final event was at or before `after`
+                if rows:
+                    idle_since = loop.time()
+                if len(rows) == PAGE:
+                    continue
+                read_log = layer is None
+            if layer is None:
+                await asyncio.sleep(settings.HARNESS_STREAM_POLL_SECONDS)
+                if loop.time() - idle_since >= keepalive:
+                    idle_since = loop.time()
+                    yield None
+                continue
+            try:
+                message = await asyncio.wait_for(layer.receive(channel), timeout=keepalive)
+            except TimeoutError:
+                yield None
+                read_log = True  # in case a live message was lost
+                continue
+            live = sorted(message.get("events", []), key=lambda event: event["seq"])
+            if live and live[0]["seq"] > last + 1:
+                read_log = True  # a gap: fill it from the log, in order
+                continue
+            for row in live:
+                if row["seq"] <= last:
+                    continue
+                last = row["seq"]
+                yield row
+                if row["type"] in FINAL_EVENT_TYPES:
+                    return
+    finally:
+        if layer is not None and channel is not None:
+            await layer.group_discard(group_name(run_id), channel)
