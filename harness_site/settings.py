@@ -61,7 +61,6 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_q",
-    "channels",
     "harness_site.apps.HarnessSiteConfig",
     "audit",
     "accounts",
@@ -181,7 +180,12 @@ HARNESS_REAPER_INTERVAL_MINUTES = env_int("HARNESS_REAPER_INTERVAL_MINUTES", 1, 
 # With Redis, live events travel over a channel layer between the worker and the
 # web processes; without it, streams follow the durable log in the database.
 CHANNEL_LAYERS = (
-    {"default": {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer", "CONFIG": {"hosts": [env_secret("REDIS_URL")]}}}
+    {
+        "default": {
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {"hosts": [env_secret("REDIS_URL")]},
+        }
+    }
     if env_secret("REDIS_URL")
     else {}
 )

@@ -3,6 +3,7 @@ from django.urls import path
 
 from harness_site.api import api
 from harness_site.health import health
+from runs.views import run_events_sse, run_live_page
 
 admin.site.site_header = "Agent harness"
 admin.site.site_title = "Agent harness"
@@ -10,6 +11,9 @@ admin.site.index_title = "Operations"
 
 urlpatterns = [
     path("health", health, name="health"),
+    # Streaming responses bypass django-ninja, so the SSE route comes before the API.
+    path("api/runs/<str:run_id>/events", run_events_sse, name="run-events"),
     path("api/", api.urls),
+    path("runs/<str:run_id>/", run_live_page, name="run-live"),
     path("admin/", admin.site.urls),
 ]

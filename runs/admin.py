@@ -5,6 +5,7 @@ from typing import Any
 from django.contrib import admin, messages
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest
+from django.urls import reverse
 from django.utils.html import format_html
 
 from audit.services import Actor
@@ -70,7 +71,7 @@ class RunAdmin(ReadOnlyAdmin):
     inlines = [RunEventInline, SpanInline]
     actions = ["cancel_runs"]
     fieldsets = (
-        (None, {"fields": ("id", "status", "owner", "session", "agent", "model")}),
+        (None, {"fields": ("id", "status", "live", "owner", "session", "agent", "model")}),
         ("Conversation", {"fields": ("input", "output", "error")}),
         (
             "Execution",
@@ -89,6 +90,10 @@ class RunAdmin(ReadOnlyAdmin):
         ),
     )
     readonly_fields = [str(f) for fs in fieldsets for f in fs[1]["fields"]]
+
+    @admin.display(description="live stream")
+    def live(self, obj: Run) -> str:
+        return format_html('<a href="{}">watch this run\'s events live</a>', reverse("run-live", args=[obj.pk]))
 
     @admin.display(description="duration")
     def duration(self, obj: Run) -> str:

@@ -13,6 +13,7 @@ from runs.models import Run
 from runs.registry import AGENTS
 from runs.schemas import AgentsOut, ErrorOut, RunIn, RunOut, RunPage
 from runs.selectors import run_get_for_principal, run_list_for_principal
+from runs.streams import stream_token_issue
 
 router = Router(tags=["runs"])
 
@@ -83,6 +84,30 @@ def cancel_run(request: HttpRequest, run_id: str) -> Run:
         return services.run_cancel(run=run, actor=Actor.for_api_key(request.api_key))  # type: ignore[attr-defined]
     except services.RunNotCancellable as exc:
         raise HttpError(409, str(exc)) from None
+
+
+class StreamTokenOut(Schema):
+    token: str
+    expires_in: int
+    websocket_path: str
+    events_path: str
+
+
+@router.post(
+    "/runs/{run_id}/stream-token",
+    response={200: StreamTokenOut, 404: ErrorOut},
+    summary="A token to follow a run's stream",
+)
+def create_stream_token(request: HttpRequest, run_id: str) -> dict[str, object]:
+    """A short-lived token for this run only: for browsers, which cannot set headers on a WebSocket."""
+    run = _get_run_or_404(request, run_id)
+    token = stream_token_issue(run_id=run.pk, user_id=request.auth.pk)  # type: ignore[attr-defined]
+    return {
+        "token": token,
+        "expires_in": settings.HARNESS_STREAM_TOKEN_SECONDS,
+        "websocket_path": f"/ws/runs/{run.pk}/?token={token}",
+        "events_path": f"/api/runs/{run.pk}/events?token={token}",
+    }
 
 
 @router.get("/agents", response=AgentsOut, summary="The agents and models you may run")

@@ -29,7 +29,7 @@ def browser():
 
 
 def test_an_operator_works_through_the_admin(browser, tmp_path):
-    harness = Harness(tmp_path, HARNESS_OFFLINE_DELAY_MS="0").start()
+    harness = Harness(tmp_path, HARNESS_OFFLINE_DELAY_MS="20").start()
     try:
         login = harness.manage("ensureadmin").stdout
         password = login.split("password '")[1].split("'")[0]
@@ -55,6 +55,24 @@ def test_an_operator_works_through_the_admin(browser, tmp_path):
         content = page.content()
         assert "9 * 9 = 81" in content and "calculate" in content and "run.succeeded" in content
         page.screenshot(path=str(tmp_path / "run.png"), full_page=True)
+
+        # The live page replays the finished run's stream over the WebSocket.
+        page.click("text=watch this run's events live")
+        page.wait_for_selector("#status.succeeded")
+        page.wait_for_function("document.getElementById('output').textContent === '9 * 9 = 81'")
+        assert page.inner_text("#connection") == "finished"
+
+        # And follows a run as it happens.
+        slow = (
+            harness.client(key)
+            .post("/api/runs", json={"input": " ".join(["word"] * 80), "agent": "assistant", "model": "offline"})
+            .json()
+        )
+        page.goto(f"{harness.base_url}/runs/{slow['id']}/")
+        page.wait_for_selector("#status.succeeded", timeout=30_000)
+        final = harness.client(key).get(f"/api/runs/{slow['id']}").json()
+        assert page.inner_text("#output") == final["output"]
+        page.screenshot(path=str(tmp_path / "live.png"), full_page=True)
 
         # A new API key is shown once, and works.
         page.goto(f"{harness.base_url}/admin/accounts/apikey/add/")

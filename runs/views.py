@@ -1,0 +1,80 @@
+"""Server-Sent Events and the live page. (The JSON API is in runs/api.py.)"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+from asgiref.sync import sync_to_async
+from django.contrib.admin.views.decorators import staff_member_required
+from django.core.serializers.json import DjangoJSONEncoder
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.shortcuts import render
+from django.urls import reverse
+
+from runs.models import Run
+from runs.stream_auth import stream_principal, stream_run_for
+from runs.streams import run_event_stream
+
+
+def _error(status: int, detail: str) -> JsonResponse:
+    return JsonResponse({"detail": detail}, status=status)
+
+
+async def run_events_sse(request: HttpRequest, run_id: str) -> HttpResponse | StreamingHttpResponse:
+    """GET /api/runs/{id}/events?after=N: the run's events as text/event-stream.
+
+    `Last-Event-ID` works as `after`. Auth: `Authorization: Bearer <API key>` or `?token=`.
+    """
+    if request.method != "GET":
+        return _error(405, "method not allowed: use GET")
+    authorization = request.headers.get("Authorization", "")
+    if authorization and not authorization.lower().startswith("bearer "):
+        return _error(401, "malformed Authorization header: expected 'Bearer <key>'")
+    api_key = authorization[7:].strip() or None
+    token = request.GET.get("token")
+    if not api_key and not token:
+        return _error(401, "missing API key: send 'Authorization: Bearer <key>' or ?token=")
+    user = await sync_to_async(stream_principal)(
+        run_id=run_id, api_key=api_key, token=token, session_user=None, origin=None
+    )
+    if user is None:
+        return _error(401, "invalid or revoked API key or stream token")
+    if await sync_to_async(stream_run_for)(user=user, run_id=run_id) is None:
+        return _error(404, f"run {run_id!r} not found")
+    raw_after = request.headers.get("Last-Event-ID") or request.GET.get("after") or "0"
+    try:
+        after = int(raw_after)
+        if after < 0:
+            raise ValueError
+    except ValueError:
+        return _error(422, f"after: expected a non-negative integer, got {raw_after!r}")
+
+    async def body() -> AsyncIterator[str]:
+        yield "retry: 1000\n\n"
+        async for event in run_event_stream(run_id, after):
+            if event is None:
+                yield ": keepalive\n\n"
+                continue
+            data = json.dumps(event, cls=DjangoJSONEncoder)
+            yield f"id: {event['seq']}\nevent: {event['type']}\ndata: {data}\n\n"
+
+    response = StreamingHttpResponse(body(), content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # proxies must not buffer the stream
+    return response
+
+
+@staff_member_required
+def run_live_page(request: HttpRequest, run_id: str) -> HttpResponse:
+    """A person's view of one run's stream (staff: the admin links here)."""
+    if not request.user.has_perm("runs.view_run"):
+        raise Http404
+    run = Run.objects.filter(pk=run_id).select_related("owner").first()
+    if run is None:
+        raise Http404
+    return render(
+        request,
+        "runs/live.html",
+        {"run": run, "admin_url": reverse("admin:runs_run_change", args=[run.pk])},
+    )

@@ -1,0 +1,261 @@
+"""Run streams over a real daphne + worker: WebSocket (websockets) and SSE (httpx).
+
+Each test runs twice: with live events over Redis (channels-redis), and with the
+stream following the durable log in the database (no Redis).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from typing import Any
+
+import httpx
+import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+from tests.integration.harness import Harness
+
+pytestmark = pytest.mark.integration
+
+FINAL = {"run.succeeded", "run.failed", "run.cancelled"}
+SLOW_INPUT = " ".join(f"w{i}" for i in range(60))
+
+
+def redis_reachable() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 6379), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module", params=["database", "redis"])
+def harness(request, tmp_path_factory):
+    env = {
+        "HARNESS_OFFLINE_DELAY_MS": "20",
+        "HARNESS_CANCEL_CHECK_SECONDS": "0.1",
+        "HARNESS_STREAM_KEEPALIVE_SECONDS": "1",
+    }
+    if request.param == "redis":
+        if not redis_reachable():
+            pytest.skip("no Redis on 127.0.0.1:6379: the Redis path is not tested here (CI machines run one)")
+        env["REDIS_URL"] = "redis://127.0.0.1:6379/3"
+    h = Harness(tmp_path_factory.mktemp(f"streams-{request.param}"), **env).start()
+    h.mode = request.param
+    yield h
+    h.close()
+
+
+@pytest.fixture(scope="module")
+def alice(harness):
+    return harness.api_key("alice")
+
+
+def ws_url(harness: Harness, run_id: str, after: int = 0, token: str | None = None) -> str:
+    url = f"ws://127.0.0.1:{harness.port}/ws/runs/{run_id}/?after={after}"
+    return url + (f"&token={token}" if token else "")
+
+
+def ws_read(
+    url: str, *, headers: dict[str, str] | None = None, limit: int | None = None
+) -> tuple[list[dict[str, Any]], int | None]:
+    """Events until the server closes (or `limit` events); and the close code."""
+    received: list[dict[str, Any]] = []
+    with connect(url, additional_headers=headers or {}, open_timeout=10) as socket_:
+        try:
+            while limit is None or len(received) < limit:
+                received.append(json.loads(socket_.recv(timeout=30)))
+        except ConnectionClosed:
+            pass
+        code = socket_.close_code
+    return received, code
+
+
+def sse_read(
+    harness: Harness,
+    run_id: str,
+    *,
+    key: str,
+    after: int | None = None,
+    last_event_id: int | None = None,
+    limit: int | None = None,
+) -> tuple[list[dict[str, Any]], int, list[str]]:
+    headers = {"Authorization": f"Bearer {key}"}
+    if last_event_id is not None:
+        headers["Last-Event-ID"] = str(last_event_id)
+    params = {"after": after} if after is not None else {}
+    received, comments = [], []
+    with httpx.stream(
+        "GET", f"{harness.base_url}/api/runs/{run_id}/events", headers=headers, params=params, timeout=30
+    ) as response:
+        if response.status_code != 200:
+            return [], response.status_code, []
+        assert response.headers["content-type"].startswith("text/event-stream")
+        fields: dict[str, str] = {}
+        for line in response.iter_lines():
+            if line.startswith(":"):
+                comments.append(line)
+            elif line == "":
+                if "data" in fields:
+                    event = json.loads(fields["data"])
+                    assert fields["id"] == str(event["seq"]) and fields["event"] == event["type"]
+                    received.append(event)
+                    if limit is not None and len(received) >= limit:
+                        break
+                fields = {}
+            else:
+                name, _, value = line.partition(": ")
+                fields[name] = value
+        return received, response.status_code, comments
+
+
+def start_run(harness: Harness, key: str, text: str = SLOW_INPUT, agent: str = "assistant") -> dict[str, Any]:
+    response = httpx.post(
+        f"{harness.base_url}/api/runs",
+        json={"input": text, "agent": agent, "model": "offline"},
+        headers={"Authorization": f"Bearer {key}"},
+    )
+    assert response.status_code == 202
+    return response.json()
+
+
+def db_log(harness: Harness, run_id: str) -> list[dict[str, Any]]:
+    return harness.sql(
+        f"from runs.models import RunEvent; print(json.dumps([{{'seq': e.seq, 'type': e.type, 'data': e.data}} for e in RunEvent.objects.filter(run_id='{run_id}').order_by('seq')]))"
+    )
+
+
+def assert_complete(events: list[dict[str, Any]], start: int = 1) -> None:
+    seqs = [event["seq"] for event in events]
+    assert seqs == list(range(start, start + len(seqs))), seqs
+    assert events[-1]["type"] in FINAL and not any(event["type"] in FINAL for event in events[:-1])
+
+
+def test_websocket_from_before_the_start_gets_everything_live_then_closes(harness, alice):
+    run = start_run(harness, alice)
+    events, code = ws_read(ws_url(harness, run["id"]), headers={"Authorization": f"Bearer {alice}"})
+    assert code == 1000
+    assert_complete(events)
+    assert events[0]["type"] == "run.queued" and events[-1]["type"] == "run.succeeded"
+    deltas = [event for event in events if event["type"] == "text.delta"]
+    assert len(deltas) > 1  # it streamed
+    assert "".join(event["data"]["text"] for event in deltas) == events[-1]["data"]["output"]
+    assert {"tool.called", "tool.output", "run.started"} <= {event["type"] for event in events}
+    assert events == db_log(harness, run["id"])
+
+
+def test_replay_after_the_run_ended_and_after_n(harness, alice):
+    run = start_run(harness, alice, text="What is 5 * 5?", agent="calculator")
+    token = httpx.post(
+        f"{harness.base_url}/api/runs/{run['id']}/stream-token", headers={"Authorization": f"Bearer {alice}"}
+    ).json()["token"]
+    first, _ = ws_read(ws_url(harness, run["id"], token=token))
+    assert_complete(first)
+    again, code = ws_read(ws_url(harness, run["id"], token=token))
+    assert again == first and code == 1000
+    tail, _ = ws_read(ws_url(harness, run["id"], after=3, token=token))
+    assert tail == first[3:]
+    nothing, code = ws_read(ws_url(harness, run["id"], after=first[-1]["seq"], token=token))
+    assert nothing == [] and code == 1000
+    sse, status, _ = sse_read(harness, run["id"], key=alice)
+    assert status == 200 and sse == first
+
+
+def test_reconnecting_mid_stream_gets_the_rest_exactly_once(harness, alice):
+    run = start_run(harness, alice)
+    url = ws_url(harness, run["id"])
+    head, _ = ws_read(url, headers={"Authorization": f"Bearer {alice}"}, limit=6)
+    rest, code = ws_read(
+        ws_url(harness, run["id"], after=head[-1]["seq"]), headers={"Authorization": f"Bearer {alice}"}
+    )
+    assert code == 1000
+    assert_complete(head + rest)
+    # SSE: the same with Last-Event-ID, as EventSource does on reconnect.
+    run = start_run(harness, alice)
+    head, _, _ = sse_read(harness, run["id"], key=alice, limit=6)
+    rest, status, _ = sse_read(harness, run["id"], key=alice, last_event_id=head[-1]["seq"])
+    assert status == 200
+    assert_complete(head + rest)
+    assert head + rest == db_log(harness, run["id"])
+
+
+def test_an_outsider_gets_nothing(harness, alice):
+    run = start_run(harness, alice, text="1+1", agent="calculator")
+    mallory = harness.api_key("mallory")
+    events, code = ws_read(ws_url(harness, run["id"]), headers={"Authorization": f"Bearer {mallory}"})
+    assert (events, code) == ([], 4404)
+    missing, code = ws_read(
+        ws_url(harness, "run_00000000000000000000000000"), headers={"Authorization": f"Bearer {mallory}"}
+    )
+    assert (missing, code) == ([], 4404)  # the same answer as for someone else's run
+    assert ws_read(ws_url(harness, run["id"]))[1] == 4401
+    assert ws_read(ws_url(harness, run["id"], token="forged"))[1] == 4401
+    other = start_run(harness, mallory, text="2+2", agent="calculator")
+    mallory_token = httpx.post(
+        f"{harness.base_url}/api/runs/{other['id']}/stream-token", headers={"Authorization": f"Bearer {mallory}"}
+    ).json()["token"]
+    assert ws_read(ws_url(harness, run["id"], token=mallory_token))[1] == 4401  # a token is for one run
+    assert sse_read(harness, run["id"], key=mallory)[1] == 404
+    assert httpx.get(f"{harness.base_url}/api/runs/{run['id']}/events").status_code == 401
+    assert (
+        httpx.post(
+            f"{harness.base_url}/api/runs/{run['id']}/stream-token", headers={"Authorization": f"Bearer {mallory}"}
+        ).status_code
+        == 404
+    )
+
+
+def test_cancel_ends_every_open_stream_with_a_cancelled_event(harness, alice):
+    import threading
+
+    run = start_run(harness, alice, text=" ".join(f"w{i}" for i in range(400)))
+    results: dict[str, Any] = {}
+    readers = [
+        threading.Thread(
+            target=lambda: results.__setitem__(
+                "ws", ws_read(ws_url(harness, run["id"]), headers={"Authorization": f"Bearer {alice}"})
+            )
+        ),
+        threading.Thread(target=lambda: results.__setitem__("sse", sse_read(harness, run["id"], key=alice))),
+    ]
+    for reader in readers:
+        reader.start()
+    harness.wait_for(harness.client(alice), run["id"], ("running",))
+    time.sleep(0.5)
+    assert harness.client(alice).post(f"/api/runs/{run['id']}/cancel").status_code == 200
+    for reader in readers:
+        reader.join(timeout=20)
+    ws_events, code = results["ws"]
+    sse_events, status, _ = results["sse"]
+    assert code == 1000 and status == 200
+    for events in (ws_events, sse_events):
+        assert_complete(events)
+        assert events[-1]["type"] == "run.cancelled"
+
+
+def test_an_idle_stream_gets_keepalives_and_then_the_rest(harness, alice):
+    import threading
+
+    import psutil
+
+    # Freeze the worker pool (a stuck worker): the run stays queued and its stream idles.
+    pool = [
+        p for p in psutil.Process(harness.process.pid).children(recursive=True) if "runworker" in " ".join(p.cmdline())
+    ]
+    assert pool
+    for process in pool:
+        process.suspend()
+    try:
+        run = start_run(harness, alice, text="What is 7 * 7?", agent="calculator")
+        threading.Timer(2.5, lambda: [process.resume() for process in pool]).start()
+        events, status, comments = sse_read(harness, run["id"], key=alice)
+    finally:
+        for process in pool:
+            process.resume()
+    assert status == 200
+    assert comments.count(": keepalive") >= 1  # HARNESS_STREAM_KEEPALIVE_SECONDS=1 here
+    assert_complete(events)
+    assert events[-1]["data"]["output"] == "7 * 7 = 49"
