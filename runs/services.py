@@ -38,6 +38,12 @@ class RunNotCancellable(RunServiceError):
     status_code = 409
 
 
+def _record(*, run_id: str, event: events.EventSpec, action: str, actor: Actor, data: dict[str, Any]) -> None:
+    """The event and audit row of one state change (call inside its transaction)."""
+    events.events_append(run_id=run_id, events=[event])
+    audit_record(action=action, actor=actor, target_type="run", target_id=run_id, run_id=run_id, data=data)
+
+
 def run_enqueue(run_id: str) -> None:
     """Hand the run to the worker pool. Safe to repeat: only one worker can claim a run."""
     from django_q.tasks import async_task
@@ -72,13 +78,11 @@ def run_create(
     else:
         session = Session.objects.create(owner=owner)
     run = Run.objects.create(owner=owner, session=session, agent=agent, model=model, input=input, event_seq=0)
-    events.events_append(run_id=run.id, events=[(events.QUEUED, {"status": Run.Status.QUEUED})])
-    audit_record(
+    _record(
+        run_id=run.id,
+        event=(events.QUEUED, {"status": Run.Status.QUEUED}),
         action="run.created",
         actor=actor,
-        target_type="run",
-        target_id=run.id,
-        run_id=run.id,
         data={"agent": agent, "model": model, "session_id": session.id, "input_chars": len(input)},
     )
     transaction.on_commit(lambda: run_enqueue(run.id))
@@ -100,13 +104,11 @@ def run_cancel(*, run: Run, actor: Actor, reason: str = "cancelled by request") 
     else:
         run.refresh_from_db()
         raise RunNotCancellable(f"run {run.id} is already {run.status}; only queued or running runs can be cancelled")
-    events.events_append(run_id=run.pk, events=[(events.CANCELLED, {"status": Run.Status.CANCELLED, "error": reason})])
-    audit_record(
+    _record(
+        run_id=run.pk,
+        event=(events.CANCELLED, {"status": Run.Status.CANCELLED, "error": reason}),
         action="run.cancelled",
         actor=actor,
-        target_type="run",
-        target_id=run.pk,
-        run_id=run.pk,
         data={"from": previous, "reason": reason},
     )
     run.refresh_from_db()
@@ -130,15 +132,11 @@ def run_claim(*, run_id: str, worker_id: str) -> Run | None:
     if run.attempts > 1:
         # What an earlier, lost attempt wrote to the conversation would be repeated.
         SessionItem.objects.filter(run=run).delete()
-    events.events_append(
-        run_id=run_id, events=[(events.STARTED, {"status": Run.Status.RUNNING, "attempt": run.attempts})]
-    )
-    audit_record(
+    _record(
+        run_id=run_id,
+        event=(events.STARTED, {"status": Run.Status.RUNNING, "attempt": run.attempts}),
         action="run.started",
         actor=Actor.worker(worker_id),
-        target_type="run",
-        target_id=run_id,
-        run_id=run_id,
         data={"attempt": run.attempts},
     )
     return run
@@ -207,13 +205,11 @@ def run_finish(*, run_id: str, worker_id: str, outcome: RunOutcome) -> bool:
         data["output"] = output
     else:
         data["error"] = error
-    events.events_append(run_id=run_id, events=[(events.FINAL_TYPES[Run.Status(outcome.status)], data)])
-    audit_record(
+    _record(
+        run_id=run_id,
+        event=(events.FINAL_TYPES[Run.Status(outcome.status)], data),
         action=f"run.{outcome.status}",
         actor=Actor.worker(worker_id),
-        target_type="run",
-        target_id=run_id,
-        run_id=run_id,
         data={"error": error} if error else {"usage": usage},
     )
     return True
@@ -252,15 +248,11 @@ def run_reap(*, now: datetime | None = None) -> ReapReport:
             if run.attempts < settings.HARNESS_RUN_MAX_ATTEMPTS:
                 if stale.update(status=Run.Status.QUEUED, worker_id="", lease_expires_at=None) != 1:
                     continue
-                events.events_append(
-                    run_id=run.pk, events=[(events.REQUEUED, {"status": Run.Status.QUEUED, "reason": reason})]
-                )
-                audit_record(
+                _record(
+                    run_id=run.pk,
+                    event=(events.REQUEUED, {"status": Run.Status.QUEUED, "reason": reason}),
                     action="run.requeued",
                     actor=actor,
-                    target_type="run",
-                    target_id=run.pk,
-                    run_id=run.pk,
                     data={"reason": reason},
                 )
                 transaction.on_commit(partial(run_enqueue, run.pk))
@@ -269,15 +261,11 @@ def run_reap(*, now: datetime | None = None) -> ReapReport:
                 error = f"Run failed: {reason}."
                 if stale.update(status=Run.Status.FAILED, error=error, finished_at=now, lease_expires_at=None) != 1:
                     continue
-                events.events_append(
-                    run_id=run.pk, events=[(events.FAILED, {"status": Run.Status.FAILED, "error": error})]
-                )
-                audit_record(
+                _record(
+                    run_id=run.pk,
+                    event=(events.FAILED, {"status": Run.Status.FAILED, "error": error}),
                     action="run.failed",
                     actor=actor,
-                    target_type="run",
-                    target_id=run.pk,
-                    run_id=run.pk,
                     data={"error": error},
                 )
                 report.failed.append(run.pk)
