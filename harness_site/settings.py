@@ -193,6 +193,10 @@ HARNESS_STREAM_POLL_SECONDS = env_float("HARNESS_STREAM_POLL_SECONDS", 0.1, mini
 HARNESS_STREAM_KEEPALIVE_SECONDS = env_float("HARNESS_STREAM_KEEPALIVE_SECONDS", 15, minimum=0.1)
 HARNESS_STREAM_COALESCE_MS = env_int("HARNESS_STREAM_COALESCE_MS", 25, minimum=0)
 HARNESS_STREAM_TOKEN_SECONDS = env_int("HARNESS_STREAM_TOKEN_SECONDS", 300, minimum=10)
+# daphne pings every WebSocket this often (keepalive through proxies) and drops a client
+# that has not answered within the timeout: a client that stops reading is dropped too.
+HARNESS_WS_PING_SECONDS = env_int("HARNESS_WS_PING_SECONDS", 20, minimum=1)
+HARNESS_WS_PING_TIMEOUT_SECONDS = env_int("HARNESS_WS_PING_TIMEOUT_SECONDS", 30, minimum=1)
 
 # --- Background worker (django-q2) ----------------------------------------
 REDIS_URL = env_secret("REDIS_URL")

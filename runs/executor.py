@@ -9,6 +9,7 @@ import asyncio
 import logging
 import os
 import socket
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -126,7 +127,8 @@ class EventWriter:
         if self.pending and self.pending[-1][0] == events.TEXT_DELTA:
             self.pending[-1][1]["text"] += text
         else:
-            self.pending.append((events.TEXT_DELTA, {"text": text}))
+            # When the first merged token left the model: clients measure their lag with it.
+            self.pending.append((events.TEXT_DELTA, {"text": text, "emitted_at": round(time.time(), 6)}))
         self._schedule()
 
     def _schedule(self) -> None:
