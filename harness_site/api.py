@@ -57,9 +57,11 @@ def validation_error(request: HttpRequest, exc: ValidationError) -> HttpResponse
 
 
 def _mount() -> None:
+    from artifacts.api import router as artifacts_router
     from runs.api import router as runs_router
 
     api.add_router("/", runs_router)
+    api.add_router("/", artifacts_router)
 
 
 _mount()

@@ -39,7 +39,12 @@ class JsonFormatter(logging.Formatter):
             entry["run_id"] = run_id
         for key, value in vars(record).items():
             if key not in _STANDARD and key != "run_id" and not key.startswith("_"):
-                entry[key] = redact_data(value) if isinstance(value, str | dict | list) else value
+                if isinstance(value, str | dict | list):
+                    entry[key] = redact_data(value)
+                elif value is None or isinstance(value, bool | int | float):
+                    entry[key] = value
+                else:  # objects (a request, say) are logged by their text, redacted like the rest
+                    entry[key] = redact(str(value))
         if record.exc_info:
             entry["exc"] = redact(self.formatException(record.exc_info))
         return json.dumps(entry, default=str, ensure_ascii=False)

@@ -7,6 +7,8 @@ from collections.abc import Callable
 
 from django.http import HttpRequest, HttpResponse
 
+from harness_site.redaction import redact
+
 logger = logging.getLogger("harness.request")
 _RUN_IN_PATH = re.compile(r"/(run_[0-9A-Z]{26})(?:/|$)")
 
@@ -22,7 +24,7 @@ class RequestLogMiddleware:
         response = self.get_response(request)
         extra: dict[str, object] = {
             "method": request.method,
-            "path": request.path,
+            "path": redact(request.path),  # blob URLs carry their credential in the path
             "status": response.status_code,
             "duration_ms": round((time.perf_counter() - started) * 1000, 1),
         }

@@ -23,11 +23,23 @@ _PATTERNS = [
     re.compile(r"\be2b_[A-Za-z0-9]{8,}"),
     # Authorization headers.
     re.compile(r"(?i)(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}"),
+    # Signatures of presigned object-store URLs and harness-signed blob URLs.
+    re.compile(r"(?<=X-Amz-Signature=)[0-9a-fA-F]+"),
+    re.compile(r"(?<=X-Amz-Credential=)[^&\s]+"),
+    re.compile(r"(?<=/artifacts/blob/)[^\s/?\"']+"),
     # user:password@ in any URL.
     re.compile(r"(?<=://)[^/\s:@]+:[^/\s@]+(?=@)"),
 ]
 
-_SECRET_SETTINGS = ("SECRET_KEY", "OPENAI_API_KEY", "REDIS_URL", "DATABASE_URL", "DIRECT_DATABASE_URL")
+_SECRET_SETTINGS = (
+    "SECRET_KEY",
+    "OPENAI_API_KEY",
+    "REDIS_URL",
+    "DATABASE_URL",
+    "DIRECT_DATABASE_URL",
+    "R2_SECRET_ACCESS_KEY",
+    "R2_ACCESS_KEY_ID",
+)
 
 
 def _secret_values() -> tuple[str, ...]:

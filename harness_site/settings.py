@@ -65,6 +65,7 @@ INSTALLED_APPS = [
     "audit",
     "accounts",
     "runs",
+    "artifacts",
 ]
 
 MIDDLEWARE = [
@@ -175,6 +176,79 @@ HARNESS_RUN_MAX_ATTEMPTS = env_int("HARNESS_RUN_MAX_ATTEMPTS", 1, minimum=1)
 HARNESS_CANCEL_CHECK_SECONDS = env_float("HARNESS_CANCEL_CHECK_SECONDS", 0.25, minimum=0.01)
 HARNESS_REQUEUE_AFTER_SECONDS = env_float("HARNESS_REQUEUE_AFTER_SECONDS", 120, minimum=1)
 HARNESS_REAPER_INTERVAL_MINUTES = env_int("HARNESS_REAPER_INTERVAL_MINUTES", 1, minimum=1)
+
+# --- Artifacts: object store ------------------------------------------------
+# With R2_BUCKET (+ R2_ACCOUNT_ID or S3_ENDPOINT_URL, R2_ACCESS_KEY_ID, R2_SECRET_ACCESS_KEY)
+# artifacts live in Cloudflare R2 (any S3-compatible store); otherwise on the local disk
+# under var/artifacts, with harness-signed URLs that follow the same rules.
+R2_BUCKET = env_str("R2_BUCKET")
+R2_ACCOUNT_ID = env_str("R2_ACCOUNT_ID")
+S3_ENDPOINT_URL = env_str("S3_ENDPOINT_URL") or (
+    f"https://{R2_ACCOUNT_ID}.r2.cloudflarestorage.com" if R2_ACCOUNT_ID else ""
+)
+R2_ACCESS_KEY_ID = env_secret("R2_ACCESS_KEY_ID")
+R2_SECRET_ACCESS_KEY = env_secret("R2_SECRET_ACCESS_KEY")
+R2_REGION = env_str("R2_REGION", "auto")
+if R2_BUCKET and not (S3_ENDPOINT_URL and R2_ACCESS_KEY_ID and R2_SECRET_ACCESS_KEY):
+    raise ImproperlyConfigured(
+        "R2_BUCKET is set but the store is incomplete: set R2_ACCOUNT_ID (or S3_ENDPOINT_URL), "
+        "R2_ACCESS_KEY_ID and R2_SECRET_ACCESS_KEY."
+    )
+ARTIFACTS_URL_EXPIRY_SECONDS = env_int("ARTIFACTS_URL_EXPIRY_SECONDS", 900, minimum=1)
+ARTIFACTS_URL_MAX_EXPIRY_SECONDS = env_int("ARTIFACTS_URL_MAX_EXPIRY_SECONDS", 3600, minimum=1)
+ARTIFACTS_MAX_BYTES = env_int("ARTIFACTS_MAX_BYTES", 50 * 2**20, minimum=1)
+ARTIFACTS_UPLOAD_WINDOW_SECONDS = env_int("ARTIFACTS_UPLOAD_WINDOW_SECONDS", 3600, minimum=60)
+ARTIFACTS_RETENTION_DAYS = env_int("ARTIFACTS_RETENTION_DAYS", 30, minimum=0)
+ARTIFACTS_RETENTION_INTERVAL_MINUTES = env_int("ARTIFACTS_RETENTION_INTERVAL_MINUTES", 60, minimum=1)
+
+
+def artifact_storage_config(
+    *, bucket: str, endpoint: str, access_key: str, secret_key: str, region: str
+) -> dict[str, Any]:
+    """django-storages' S3 backend for R2 (or any S3-compatible store)."""
+    from botocore.config import Config
+
+    return {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": bucket,
+            "endpoint_url": endpoint,
+            "access_key": access_key,
+            "secret_key": secret_key,
+            "region_name": region,
+            "default_acl": None,
+            "file_overwrite": True,
+            "querystring_expire": ARTIFACTS_URL_EXPIRY_SECONDS,
+            # /health checks the bucket live: fail fast rather than hang the probe.
+            "client_config": Config(
+                connect_timeout=3,
+                read_timeout=10,
+                retries={"max_attempts": 2},
+                signature_version="s3v4",
+                s3={"addressing_style": "path"},
+            ),
+        },
+    }
+
+
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    "artifacts": (
+        artifact_storage_config(
+            bucket=R2_BUCKET,
+            endpoint=S3_ENDPOINT_URL,
+            access_key=R2_ACCESS_KEY_ID,
+            secret_key=R2_SECRET_ACCESS_KEY,
+            region=R2_REGION,
+        )
+        if R2_BUCKET
+        else {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(VAR_DIR / "artifacts")},
+        }
+    ),
+}
 
 # --- Live streams ----------------------------------------------------------
 # With Redis, live events travel over a channel layer between the worker and the

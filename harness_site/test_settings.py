@@ -5,7 +5,18 @@ import os
 os.environ["HARNESS_IGNORE_ENV_FILE"] = "1"
 os.environ.setdefault("DEBUG", "false")
 os.environ.setdefault("SECRET_KEY", "test-secret-key-not-for-production-0123456789")
-for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "REDIS_URL", "HARNESS_MODEL", "DIRECT_DATABASE_URL"):
+for name in (
+    "OPENAI_API_KEY",
+    "OPENAI_BASE_URL",
+    "REDIS_URL",
+    "HARNESS_MODEL",
+    "DIRECT_DATABASE_URL",
+    "R2_BUCKET",
+    "R2_ACCOUNT_ID",
+    "S3_ENDPOINT_URL",
+    "R2_ACCESS_KEY_ID",
+    "R2_SECRET_ACCESS_KEY",
+):
     os.environ.pop(name, None)
 
 from harness_site.settings import *  # noqa: E402,F403

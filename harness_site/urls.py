@@ -1,6 +1,7 @@
 from django.contrib import admin
 from django.urls import path
 
+from artifacts.views import artifact_blob
 from harness_site.api import api
 from harness_site.health import health
 from runs.views import run_events_sse, run_live_page
@@ -15,5 +16,6 @@ urlpatterns = [
     path("api/runs/<str:run_id>/events", run_events_sse, name="run-events"),
     path("api/", api.urls),
     path("runs/<str:run_id>/", run_live_page, name="run-live"),
+    path("artifacts/blob/<str:token>", artifact_blob, name="artifact-blob"),
     path("admin/", admin.site.urls),
 ]

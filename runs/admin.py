@@ -8,6 +8,7 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
+from artifacts.admin import ArtifactInline
 from audit.services import Actor
 from runs import services
 from runs.models import Run, RunEvent, Session, Span, Trace
@@ -68,7 +69,7 @@ class RunAdmin(ReadOnlyAdmin):
     list_select_related = ("owner",)
     search_fields = ("=id", "=session__id", "input")
     date_hierarchy = "created_at"
-    inlines = [RunEventInline, SpanInline]
+    inlines = [RunEventInline, SpanInline, ArtifactInline]
     actions = ["cancel_runs"]
     fieldsets = (
         (None, {"fields": ("id", "status", "live", "owner", "session", "agent", "model")}),

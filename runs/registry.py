@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
+from artifacts.tools import save_artifact
+
 if TYPE_CHECKING:
     from agents import Agent, FunctionTool, Model
 
@@ -35,7 +37,7 @@ class AgentSpec:
     name: str
     description: str
     instructions: str
-    tools: tuple[Callable[..., str], ...]
+    tools: tuple[Callable[..., Any], ...]
     # For the offline model: the tool call an input asks for (or None) ...
     offline_plan: Callable[[str], OfflineToolCall | None]
     # ... and the answer, from the user's text, the tool output (if a tool ran) and the turn number.
@@ -55,7 +57,7 @@ class AgentSpec:
 
 
 @cache
-def sdk_tool(function: Callable[..., str]) -> FunctionTool:
+def sdk_tool(function: Callable[..., Any]) -> FunctionTool:
     from agents import function_tool
 
     return function_tool(function)
@@ -164,6 +166,20 @@ def _calculator_reply(text: str, tool_output: str | None, turn: int) -> str:
     return f"{expression} = {tool_output}"
 
 
+# --- scribe ------------------------------------------------------------------
+
+
+def _scribe_plan(text: str) -> OfflineToolCall | None:
+    return OfflineToolCall("save_artifact", {"name": "notes.md", "content": text, "content_type": "text/markdown"})
+
+
+def _scribe_reply(text: str, tool_output: str | None, turn: int) -> str:
+    if tool_output is None or tool_output.startswith("error:"):
+        return f"I could not save the file: {tool_output or 'no tool ran'}"
+    saved = json.loads(tool_output)
+    return f"Saved {saved['name']} ({saved['size']} bytes) as artifact {saved['artifact_id']}."
+
+
 AGENTS: dict[str, AgentSpec] = {
     spec.name: spec
     for spec in (
@@ -188,6 +204,17 @@ AGENTS: dict[str, AgentSpec] = {
             tools=(calculate,),
             offline_plan=_calculator_plan,
             offline_reply=_calculator_reply,
+        ),
+        AgentSpec(
+            name="scribe",
+            description="Writes what you ask for into a file artifact with the save_artifact tool.",
+            instructions=(
+                "You write documents. Put the document the user asks for into a file with save_artifact "
+                "(a short file name, the right content type), then tell the user what you saved."
+            ),
+            tools=(save_artifact,),
+            offline_plan=_scribe_plan,
+            offline_reply=_scribe_reply,
         ),
     )
 }

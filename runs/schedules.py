@@ -10,12 +10,12 @@ from django.conf import settings
 def ensure_schedules(sender: Any = None, using: str = "default", **kwargs: Any) -> None:
     from django_q.models import Schedule
 
-    Schedule.objects.using(using).update_or_create(
-        name="runs.reap",
-        defaults={
-            "func": "runs.tasks.reap_runs",
-            "schedule_type": Schedule.MINUTES,
-            "minutes": settings.HARNESS_REAPER_INTERVAL_MINUTES,
-            "repeats": -1,
-        },
-    )
+    jobs = {
+        "runs.reap": ("runs.tasks.reap_runs", settings.HARNESS_REAPER_INTERVAL_MINUTES),
+        "artifacts.expire": ("artifacts.tasks.expire_artifacts", settings.ARTIFACTS_RETENTION_INTERVAL_MINUTES),
+    }
+    for name, (func, minutes) in jobs.items():
+        Schedule.objects.using(using).update_or_create(
+            name=name,
+            defaults={"func": func, "schedule_type": Schedule.MINUTES, "minutes": minutes, "repeats": -1},
+        )

@@ -1,0 +1,214 @@
+"""Every write to artifacts: the object in the store and its metadata move together."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import IO, Any
+
+from django.conf import settings
+from django.core.files import File
+from django.db import transaction
+from django.utils import timezone
+
+from artifacts.models import Artifact, new_artifact_id
+from artifacts.storage import artifact_storage, object_key, presigned_url, sanitize_name
+from audit.services import Actor, audit_record
+from runs.models import Run
+
+logger = logging.getLogger(__name__)
+CHUNK = 1024 * 1024
+
+
+class ArtifactError(Exception):
+    status_code = 422
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class ArtifactTooLarge(ArtifactError):
+    status_code = 413
+
+
+class ArtifactNotPending(ArtifactError):
+    status_code = 409
+
+
+def _retention_deadline() -> datetime | None:
+    days = settings.ARTIFACTS_RETENTION_DAYS
+    return timezone.now() + timedelta(days=days) if days else None
+
+
+def _check_size(size: int) -> None:
+    if size > settings.ARTIFACTS_MAX_BYTES:
+        raise ArtifactTooLarge(f"size: {size} bytes is over the limit of {settings.ARTIFACTS_MAX_BYTES}", field="size")
+
+
+def _audit(action: str, artifact: Artifact, actor: Actor, **data: Any) -> None:
+    audit_record(
+        action=action,
+        actor=actor,
+        target_type="artifact",
+        target_id=artifact.pk,
+        run_id=artifact.run_id,
+        data={"name": artifact.name, "object_key": artifact.object_key, "size": artifact.size, **data},
+    )
+
+
+def artifact_save(*, run: Run, name: str, content: bytes, content_type: str, actor: Actor) -> Artifact:
+    """Store bytes the harness holds (e.g. from an agent's tool) and record them, ready."""
+    safe = sanitize_name(name)
+    _check_size(len(content))
+    artifact_id = new_artifact_id()
+    key = object_key(run_id=run.pk, artifact_id=artifact_id, name=safe)
+    storage = artifact_storage()
+    with tempfile.SpooledTemporaryFile(max_size=CHUNK) as buffer:
+        buffer.write(content)
+        buffer.seek(0)
+        storage.save(key, File(buffer, name=safe))
+    try:
+        with transaction.atomic():
+            artifact = Artifact.objects.create(
+                id=artifact_id,
+                run=run,
+                name=safe,
+                object_key=key,
+                content_type=content_type or "application/octet-stream",
+                size=len(content),
+                sha256=hashlib.sha256(content).hexdigest(),
+                status=Artifact.Status.READY,
+                ready_at=timezone.now(),
+                expires_at=_retention_deadline(),
+            )
+            _audit("artifact.created", artifact, actor, sha256=artifact.sha256)
+    except Exception:
+        storage.delete(key)  # no object without its metadata
+        raise
+    return artifact
+
+
+@dataclass
+class UploadGrant:
+    artifact: Artifact
+    upload_url: str
+    expires_in: int
+
+
+@transaction.atomic
+def artifact_upload_begin(
+    *, run: Run, name: str, content_type: str, size: int, sha256: str, actor: Actor
+) -> UploadGrant:
+    """Reserve an artifact and hand out a PUT URL bound to its key, content type and length."""
+    safe = sanitize_name(name)
+    if size < 0:
+        raise ArtifactError("size: must not be negative", field="size")
+    _check_size(size)
+    sha256 = sha256.lower()
+    if len(sha256) != 64 or any(ch not in "0123456789abcdef" for ch in sha256):
+        raise ArtifactError("sha256: expected 64 hex characters", field="sha256")
+    artifact_id = new_artifact_id()
+    artifact = Artifact.objects.create(
+        id=artifact_id,
+        run=run,
+        name=safe,
+        object_key=object_key(run_id=run.pk, artifact_id=artifact_id, name=safe),
+        content_type=content_type,
+        size=size,
+        sha256=sha256,
+        status=Artifact.Status.PENDING,
+        expires_at=timezone.now() + timedelta(seconds=settings.ARTIFACTS_UPLOAD_WINDOW_SECONDS),
+    )
+    _audit("artifact.upload_started", artifact, actor)
+    expires_in = min(settings.ARTIFACTS_URL_EXPIRY_SECONDS, settings.ARTIFACTS_UPLOAD_WINDOW_SECONDS)
+    url = presigned_url(
+        key=artifact.object_key, method="PUT", expires_in=expires_in, content_type=content_type, content_length=size
+    )
+    return UploadGrant(artifact, url, expires_in)
+
+
+def _digest(handle: IO[bytes], limit: int) -> tuple[int, str]:
+    digest, total = hashlib.sha256(), 0
+    while chunk := handle.read(CHUNK):
+        total += len(chunk)
+        if total > limit:
+            break
+        digest.update(chunk)
+    return total, digest.hexdigest()
+
+
+def artifact_upload_confirm(*, artifact: Artifact, actor: Actor) -> Artifact:
+    """Check the uploaded object against what was declared; only then is it `ready`.
+
+    A mismatch deletes the object and the pending row (nothing half-written is kept)."""
+    if artifact.status != Artifact.Status.PENDING:
+        raise ArtifactNotPending(f"artifact {artifact.pk} is {artifact.status}, not pending")
+    storage = artifact_storage()
+    if not storage.exists(artifact.object_key):
+        raise ArtifactError("no object has been uploaded to this artifact's URL yet", field="upload")
+    with storage.open(artifact.object_key, "rb") as handle:
+        size, sha256 = _digest(handle, artifact.size)
+    problem = None
+    if size != artifact.size:
+        problem = f"size: uploaded {size}{'+' if size > artifact.size else ''} bytes, declared {artifact.size}"
+    elif sha256 != artifact.sha256:
+        problem = f"sha256: the uploaded object hashes to {sha256}, declared {artifact.sha256}"
+    if problem:
+        storage.delete(artifact.object_key)
+        with transaction.atomic():
+            _audit("artifact.rejected", artifact, actor, reason=problem)
+            Artifact.objects.filter(pk=artifact.pk).delete()
+        raise ArtifactError(f"upload rejected and deleted: {problem}", field=problem.split(":")[0])
+    with transaction.atomic():
+        updated = Artifact.objects.filter(pk=artifact.pk, status=Artifact.Status.PENDING).update(
+            status=Artifact.Status.READY, ready_at=timezone.now(), expires_at=_retention_deadline()
+        )
+        if updated != 1:
+            raise ArtifactNotPending(f"artifact {artifact.pk} is no longer pending")
+        artifact.refresh_from_db()
+        _audit("artifact.confirmed", artifact, actor, sha256=sha256)
+    return artifact
+
+
+def artifact_download_url(*, artifact: Artifact, expires_in: int | None = None) -> str:
+    return presigned_url(key=artifact.object_key, method="GET", expires_in=expires_in)
+
+
+def artifact_delete(*, artifact: Artifact, actor: Actor) -> None:
+    """Remove the object and its metadata, with an audit row."""
+    artifact_storage().delete(artifact.object_key)
+    with transaction.atomic():
+        _audit("artifact.deleted", artifact, actor)
+        Artifact.objects.filter(pk=artifact.pk).delete()
+
+
+def artifacts_expire(*, now: datetime | None = None) -> dict[str, int]:
+    """Retention: delete the objects of expired artifacts and mark their metadata.
+
+    Ready artifacts past `expires_at` become `expired` (the row stays, the bytes go);
+    pending uploads never confirmed by their deadline are removed with their object."""
+    now = now or timezone.now()
+    storage = artifact_storage()
+    actor = Actor.system("retention")
+    expired = abandoned = 0
+    for artifact in Artifact.objects.filter(status=Artifact.Status.READY, expires_at__lt=now)[:1000]:
+        storage.delete(artifact.object_key)
+        with transaction.atomic():
+            if Artifact.objects.filter(pk=artifact.pk, status=Artifact.Status.READY).update(
+                status=Artifact.Status.EXPIRED, expired_at=now
+            ):
+                _audit("artifact.expired", artifact, actor)
+                expired += 1
+    for artifact in Artifact.objects.filter(status=Artifact.Status.PENDING, expires_at__lt=now)[:1000]:
+        storage.delete(artifact.object_key)
+        with transaction.atomic():
+            _audit("artifact.abandoned", artifact, actor)
+            Artifact.objects.filter(pk=artifact.pk, status=Artifact.Status.PENDING).delete()
+            abandoned += 1
+    if expired or abandoned:
+        logger.info("artifact retention", extra={"expired": expired, "abandoned": abandoned})
+    return {"expired": expired, "abandoned": abandoned}
