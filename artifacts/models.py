@@ -36,3 +36,9 @@ class Artifact(models.Model):
 
     def __str__(self) -> str:
         return f"{self.id} {self.name}"
+
+    @property
+    def upload_key(self) -> str:
+        """Where a client's PUT lands. Confirming copies it to `object_key`, which no URL can
+        write, so an upload URL still alive after confirmation cannot change the artifact."""
+        return f"uploads/{self.id}/{self.name}"

@@ -15,7 +15,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from artifacts.models import Artifact, new_artifact_id
-from artifacts.storage import artifact_storage, object_key, presigned_url, sanitize_name
+from artifacts.storage import artifact_storage, copy_object, object_key, presigned_url, sanitize_name
 from audit.services import Actor, audit_record
 from runs.models import Run
 
@@ -126,7 +126,7 @@ def artifact_upload_begin(
     _audit("artifact.upload_started", artifact, actor)
     expires_in = min(settings.ARTIFACTS_URL_EXPIRY_SECONDS, settings.ARTIFACTS_UPLOAD_WINDOW_SECONDS)
     url = presigned_url(
-        key=artifact.object_key, method="PUT", expires_in=expires_in, content_type=content_type, content_length=size
+        key=artifact.upload_key, method="PUT", expires_in=expires_in, content_type=content_type, content_length=size
     )
     return UploadGrant(artifact, url, expires_in)
 
@@ -144,12 +144,16 @@ def _digest(handle: IO[bytes], limit: int) -> tuple[int, str]:
 def artifact_upload_confirm(*, artifact: Artifact, actor: Actor) -> Artifact:
     """Check the uploaded object against what was declared; only then is it `ready`.
 
-    A mismatch deletes the object and the pending row (nothing half-written is kept)."""
+    1. Copy the upload to the artifact's own key, which no URL can write, and drop the upload.
+    2. Hash that copy: what is checked is exactly what will be served.
+    3. A mismatch deletes the object and the pending row (nothing half-written is kept)."""
     if artifact.status != Artifact.Status.PENDING:
         raise ArtifactNotPending(f"artifact {artifact.pk} is {artifact.status}, not pending")
     storage = artifact_storage()
-    if not storage.exists(artifact.object_key):
+    if not storage.exists(artifact.upload_key):
         raise ArtifactError("no object has been uploaded to this artifact's URL yet", field="upload")
+    copy_object(artifact.upload_key, artifact.object_key)
+    storage.delete(artifact.upload_key)
     with storage.open(artifact.object_key, "rb") as handle:
         size, sha256 = _digest(handle, artifact.size)
     problem = None
@@ -204,6 +208,7 @@ def artifacts_expire(*, now: datetime | None = None) -> dict[str, int]:
                 _audit("artifact.expired", artifact, actor)
                 expired += 1
     for artifact in Artifact.objects.filter(status=Artifact.Status.PENDING, expires_at__lt=now)[:1000]:
+        storage.delete(artifact.upload_key)
         storage.delete(artifact.object_key)
         with transaction.atomic():
             _audit("artifact.abandoned", artifact, actor)

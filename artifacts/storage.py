@@ -91,6 +91,18 @@ def presigned_url(
     return urljoin(settings.SITE_URL + "/", reverse("artifact-blob", args=[token]).lstrip("/"))
 
 
+def copy_object(source: str, target: str) -> None:
+    """Copy inside the store (server-side on S3)."""
+    storage: Any = artifact_storage()
+    if uses_object_store():
+        storage.connection.meta.client.copy_object(
+            Bucket=storage.bucket_name, Key=target, CopySource={"Bucket": storage.bucket_name, "Key": source}
+        )
+        return
+    with storage.open(source, "rb") as handle:
+        storage.save(target, handle)
+
+
 @dataclass(frozen=True)
 class BlobGrant:
     key: str

@@ -47,7 +47,8 @@ def test_lifecycle_command_prints_the_rule_and_applies_it_only_to_a_bucket(store
     out = io.StringIO()
     call_command("artifacts_lifecycle", stdout=out)
     rules = json.loads(out.getvalue())["Rules"]
-    assert rules[0]["Expiration"] == {"Days": 31} and rules[0]["Filter"] == {"Prefix": "runs/"}
+    retention = next(rule for rule in rules if rule["ID"] == "harness-artifact-retention")
+    assert retention["Expiration"] == {"Days": 31} and retention["Filter"] == {"Prefix": "runs/"}
     if store.kind == "local":
         with pytest.raises(CommandError, match="No object store is configured"):
             call_command("artifacts_lifecycle", "--apply", stdout=io.StringIO())
@@ -70,7 +71,10 @@ def test_retention_zero_keeps_artifacts_and_sets_no_expiry_rule(store, alice):
     assert artifact.expires_at is None
     out = io.StringIO()
     call_command("artifacts_lifecycle", stdout=out)
-    assert [rule["ID"] for rule in json.loads(out.getvalue())["Rules"]] == ["harness-abort-incomplete-uploads"]
+    assert [rule["ID"] for rule in json.loads(out.getvalue())["Rules"]] == [
+        "harness-stale-uploads",
+        "harness-abort-incomplete-uploads",
+    ]
 
 
 def test_migrate_registers_the_retention_schedule():

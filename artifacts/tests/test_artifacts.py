@@ -110,9 +110,20 @@ def test_a_bound_put_refuses_another_type_or_length(store, api, alice):
     grant = begin(api, alice, run).json()
     assert put(store, grant["upload_url"], content_type="text/html").status_code == 403
     assert put(store, grant["upload_url"], content=BODY + b"more").status_code in (400, 403)
-    assert not artifact_storage().exists(grant["artifact"]["object_key"])
+    assert not artifact_storage().exists(Artifact.objects.get(pk=grant["artifact"]["id"]).upload_key)
     response = api.post(f"/api/artifacts/{grant['artifact']['id']}/confirm", who=alice)
     assert response.status_code == 422 and "no object has been uploaded" in response.json()["detail"]
+
+
+def test_an_upload_url_still_alive_after_confirm_cannot_change_the_artifact(store, api, alice):
+    run = make_run(alice)
+    grant = begin(api, alice, run).json()
+    assert put(store, grant["upload_url"]).status_code == 200
+    assert api.post(f"/api/artifacts/{grant['artifact']['id']}/confirm", who=alice).status_code == 200
+    forged = b"# Report\nall baad\n"
+    put(store, grant["upload_url"], content=forged)  # lands (if at all) in uploads/, never in the artifact
+    url = api.get(f"/api/artifacts/{grant['artifact']['id']}", who=alice).json()["download_url"]
+    assert store.request("GET", url).content == BODY
 
 
 def test_confirming_an_object_that_does_not_match_deletes_it(store, api, alice):

@@ -19,11 +19,18 @@ from artifacts.storage import artifact_storage, uses_object_store
 def lifecycle_rules() -> dict[str, Any]:
     rules: list[dict[str, Any]] = [
         {
+            # Uploads are copied to runs/ on confirm; what is left here was never confirmed.
+            "ID": "harness-stale-uploads",
+            "Status": "Enabled",
+            "Filter": {"Prefix": "uploads/"},
+            "Expiration": {"Days": 1},
+        },
+        {
             "ID": "harness-abort-incomplete-uploads",
             "Status": "Enabled",
-            "Filter": {"Prefix": "runs/"},
+            "Filter": {"Prefix": ""},
             "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1},
-        }
+        },
     ]
     if settings.ARTIFACTS_RETENTION_DAYS:
         rules.insert(
