@@ -149,7 +149,7 @@ STATIC_ROOT = VAR_DIR / "static"
 # Serve admin assets straight from the installed apps: no collectstatic step is
 # needed for `make run`, and the container image runs collectstatic anyway.
 WHITENOISE_USE_FINDERS = True
-warnings.filterwarnings("ignore", message="No directory at", module="whitenoise.base")
+warnings.filterwarnings("ignore", message="No directory at")
 
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("HARNESS_MAX_REQUEST_BYTES", 1_048_576, minimum=1024)
 
@@ -271,6 +271,10 @@ HARNESS_STREAM_TOKEN_SECONDS = env_int("HARNESS_STREAM_TOKEN_SECONDS", 300, mini
 # that has not answered within the timeout: a client that stops reading is dropped too.
 HARNESS_WS_PING_SECONDS = env_int("HARNESS_WS_PING_SECONDS", 20, minimum=1)
 HARNESS_WS_PING_TIMEOUT_SECONDS = env_int("HARNESS_WS_PING_TIMEOUT_SECONDS", 30, minimum=1)
+# An HTTP client (an SSE stream) with more than this unread, beyond the kernel's own socket
+# buffer, that takes nothing for HARNESS_STREAM_STALL_SECONDS is dropped (harness_site/webserver.py).
+HARNESS_STREAM_MAX_BUFFER_BYTES = env_int("HARNESS_STREAM_MAX_BUFFER_BYTES", 1_048_576, minimum=1024)
+HARNESS_STREAM_STALL_SECONDS = env_float("HARNESS_STREAM_STALL_SECONDS", 30, minimum=0.1)
 
 # --- Background worker (django-q2) ----------------------------------------
 REDIS_URL = env_secret("REDIS_URL")

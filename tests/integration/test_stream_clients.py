@@ -1,5 +1,5 @@
-"""Misbehaving WebSocket clients against a real daphne: keepalive pings, and a client
-that never reads is dropped without slowing the run or anyone else."""
+"""Misbehaving stream clients against the real web server: keepalive pings, and a client
+that never reads (WebSocket or SSE) is dropped without slowing the run or anyone else."""
 
 from __future__ import annotations
 
@@ -29,6 +29,11 @@ def harness(tmp_path_factory):
         "HARNESS_OFFLINE_DELAY_MS": "20",
         "HARNESS_WS_PING_SECONDS": str(PING_SECONDS),
         "HARNESS_WS_PING_TIMEOUT_SECONDS": str(PING_TIMEOUT_SECONDS),
+        # Room for a run whose events are megabytes, and a small unread-buffer limit.
+        "HARNESS_MAX_INPUT_CHARS": "3000000",
+        "HARNESS_MAX_REQUEST_BYTES": "4000000",
+        "HARNESS_STREAM_MAX_BUFFER_BYTES": "262144",
+        "HARNESS_STREAM_STALL_SECONDS": "2",
     }
     if redis_reachable():
         env["REDIS_URL"] = "redis://127.0.0.1:6379/4"
@@ -100,7 +105,9 @@ def test_websockets_are_pinged_to_keep_proxies_from_cutting_them(harness, key):
 def daphne_process(harness: Harness) -> psutil.Process:
     assert harness.process is not None
     return next(
-        p for p in psutil.Process(harness.process.pid).children(recursive=True) if "daphne" in " ".join(p.cmdline())
+        p
+        for p in psutil.Process(harness.process.pid).children(recursive=True)
+        if "harness_site.webserver" in " ".join(p.cmdline())
     )
 
 
@@ -156,3 +163,43 @@ def test_a_client_that_never_reads_is_dropped_and_slows_nobody(harness, key):
     finally:
         for sock in stalled:
             sock.close()
+
+
+def test_an_sse_client_that_never_reads_is_dropped_with_bounded_memory(harness, key):
+    daphne = daphne_process(harness)
+    rss_before = daphne.memory_info().rss
+    # About 2 MB of text: the run's events (tool call, deltas, message, final) come to ~8 MB.
+    text = " ".join("x" * 999 for _ in range(2000))
+    run = start_run(harness, key, text=text)
+    stalled = []
+    for _ in range(3):
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", harness.port))
+        sock.sendall(
+            f"GET /api/runs/{run['id']}/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key}\r\n\r\n".encode()
+        )
+        stalled.append(sock)
+    stalled_ports = {sock.getsockname()[1] for sock in stalled}
+    try:
+        # A client that reads gets everything, and the run is not held back.
+        events, status, _ = sse_read_all(harness, run["id"], key)
+        assert status == 200
+        assert_complete(events)
+        assert events[-1]["type"] == "run.succeeded" and events[-1]["data"]["output"].endswith(text)
+        deadline = time.monotonic() + 15
+        while stalled_ports & server_side_ports(daphne, harness) and time.monotonic() < deadline:
+            time.sleep(0.25)
+        assert not stalled_ports & server_side_ports(daphne, harness), "the stalled SSE clients are still connected"
+        growth_mb = (daphne.memory_info().rss - rss_before) / 2**20
+        assert growth_mb < 100, growth_mb
+        assert any("dropping a client that stopped reading" in line for line in harness.log_lines())
+    finally:
+        for sock in stalled:
+            sock.close()
+
+
+def sse_read_all(harness: Harness, run_id: str, key: str) -> tuple[list[dict[str, Any]], int, list[str]]:
+    from tests.integration.test_streams import sse_read
+
+    return sse_read(harness, run_id, key=key)

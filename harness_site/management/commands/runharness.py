@@ -36,7 +36,7 @@ class Command(BaseCommand):
                 [
                     sys.executable,
                     "-m",
-                    "daphne",
+                    "harness_site.webserver",
                     "--verbosity",
                     "0",
                     "--ping-interval",
