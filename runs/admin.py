@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin, messages
+from django.contrib.admin.utils import quote
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
@@ -48,7 +49,7 @@ class RunInline(ReadOnlyInline):
 
     @admin.display(description="run")
     def run_link(self, obj: Run) -> str:
-        return format_html('<a href="../../run/{}/change/">{}</a>', obj.pk, obj.pk)
+        return format_html('<a href="{}">{}</a>', reverse("admin:runs_run_change", args=[quote(obj.pk)]), obj.pk)
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]

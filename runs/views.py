@@ -6,6 +6,7 @@ import json
 from collections.abc import AsyncIterator
 
 from asgiref.sync import sync_to_async
+from django.contrib.admin.utils import quote
 from django.contrib.admin.views.decorators import staff_member_required
 from django.core.serializers.json import DjangoJSONEncoder
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
@@ -76,5 +77,5 @@ def run_live_page(request: HttpRequest, run_id: str) -> HttpResponse:
     return render(
         request,
         "runs/live.html",
-        {"run": run, "admin_url": reverse("admin:runs_run_change", args=[run.pk])},
+        {"run": run, "admin_url": reverse("admin:runs_run_change", args=[quote(run.pk)])},
     )

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 from django.contrib import admin
+from django.contrib.admin.utils import quote
 from django.test import Client
 from django.urls import reverse
 
@@ -30,7 +31,8 @@ def test_every_admin_page_opens(staff_client, alice):
         changelist = reverse(f"admin:{opts.app_label}_{opts.model_name}_changelist")
         assert staff_client.get(changelist).status_code == 200, changelist
         if obj is not None:
-            change = reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[obj.pk])
+            # quote(): the admin escapes "_24" and the like in primary keys (trace_24f... is a real id).
+            change = reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[quote(obj.pk)])
             assert staff_client.get(change).status_code == 200, change
     page = staff_client.get(reverse("admin:runs_run_change", args=[run.pk])).content.decode()
     assert "tool.called" in page and "calculate" in page  # events and spans inline
@@ -121,3 +123,13 @@ def test_outsiders_of_the_admin_are_sent_to_login(alice):
     run = make_run(alice)
     response = Client().get(reverse("admin:runs_run_change", args=[run.pk]))
     assert response.status_code == 302 and "/admin/login/" in response["Location"]
+
+
+def test_admin_pages_open_for_ids_the_admin_must_escape(staff_client, alice):
+    from runs.models import Trace
+
+    run = make_run(alice)
+    trace = Trace.objects.create(id="trace_24f19cac72d94363bb52e52bf2e73e40", run=run, workflow_name="w")
+    assert staff_client.get(reverse("admin:runs_trace_change", args=[quote(trace.pk)])).status_code == 200
+    session_page = staff_client.get(reverse("admin:runs_session_change", args=[quote(run.session_id)])).content.decode()
+    assert reverse("admin:runs_run_change", args=[quote(run.pk)]) in session_page
