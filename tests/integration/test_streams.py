@@ -237,27 +237,25 @@ def test_cancel_ends_every_open_stream_with_a_cancelled_event(harness, alice):
 
 
 def test_an_idle_stream_gets_keepalives(harness, alice):
-    import psutil
-
-    # Freeze the worker pool (a stuck worker): the run stays queued and its stream idles.
-    pool = [
-        p for p in psutil.Process(harness.process.pid).children(recursive=True) if "runworker" in " ".join(p.cmdline())
-    ]
-    assert pool
-    for process in pool:
-        process.suspend()
+    # A queued run that no worker will pick up (written without being enqueued): its stream idles.
+    run_id = harness.sql(
+        "from django.contrib.auth.models import User\n"
+        "from runs import events\n"
+        "from runs.models import Run, Session\n"
+        "owner = User.objects.get(username='alice')\n"
+        "run = Run.objects.create(owner=owner, session=Session.objects.create(owner=owner), agent='calculator', model='offline', input='1+1')\n"
+        "events.events_append(run_id=run.id, events=[('run.queued', {'status': 'queued'})])\n"
+        "print(json.dumps(run.id))"
+    )
     lines: list[str] = []
-    try:
-        run = start_run(harness, alice, text="What is 7 * 7?", agent="calculator")
-        headers = {"Authorization": f"Bearer {alice}"}
-        with httpx.stream(
-            "GET", f"{harness.base_url}/api/runs/{run['id']}/events", headers=headers, timeout=10
-        ) as response:
-            for line in response.iter_lines():
-                lines.append(line)
-                if line == ": keepalive":  # HARNESS_STREAM_KEEPALIVE_SECONDS=1 here
-                    break
-    finally:
-        for process in pool:
-            process.resume()
+    headers = {"Authorization": f"Bearer {alice}"}
+    with httpx.stream("GET", f"{harness.base_url}/api/runs/{run_id}/events", headers=headers, timeout=10) as response:
+        for line in response.iter_lines():
+            lines.append(line)
+            if line == ": keepalive":  # HARNESS_STREAM_KEEPALIVE_SECONDS=1 here
+                break
     assert "event: run.queued" in lines and lines[-1] == ": keepalive"
+    # Cancelling it ends a stream opened on it, with the final event.
+    assert harness.client(alice).post(f"/api/runs/{run_id}/cancel").status_code == 200
+    events, status, _ = sse_read(harness, run_id, key=alice)
+    assert status == 200 and [event["type"] for event in events] == ["run.queued", "run.cancelled"]
