@@ -10,8 +10,8 @@ from artifacts import services
 from artifacts.models import Artifact
 from artifacts.storage import InvalidName
 from audit.services import Actor
+from runs.api import get_run_or_404
 from runs.schemas import ErrorOut
-from runs.selectors import run_get_for_principal
 
 router = Router(tags=["artifacts"])
 
@@ -62,9 +62,7 @@ def _raise(exc: services.ArtifactError | InvalidName) -> None:
 
 @router.get("/runs/{run_id}/artifacts", response={200: list[ArtifactOut], 404: ErrorOut}, summary="A run's artifacts")
 def list_run_artifacts(request: HttpRequest, run_id: str) -> list[Artifact]:
-    run = run_get_for_principal(principal=request.auth, run_id=run_id)  # type: ignore[attr-defined]
-    if run is None:
-        raise HttpError(404, f"run {run_id!r} not found")
+    run = get_run_or_404(request, run_id)
     return list(run.artifacts.order_by("id"))
 
 
@@ -74,9 +72,7 @@ def list_run_artifacts(request: HttpRequest, run_id: str) -> list[Artifact]:
     summary="Start an upload",
 )
 def start_upload(request: HttpRequest, run_id: str, payload: UploadIn) -> Status:
-    run = run_get_for_principal(principal=request.auth, run_id=run_id)  # type: ignore[attr-defined]
-    if run is None:
-        raise HttpError(404, f"run {run_id!r} not found")
+    run = get_run_or_404(request, run_id)
     try:
         grant = services.artifact_upload_begin(
             run=run,

@@ -26,7 +26,7 @@ class RunFilter(Schema):
     cursor: str | None = None
 
 
-def _get_run_or_404(request: HttpRequest, run_id: str) -> Run:
+def get_run_or_404(request: HttpRequest, run_id: str) -> Run:
     run = run_get_for_principal(principal=request.auth, run_id=run_id)  # type: ignore[attr-defined]
     if run is None:
         raise HttpError(404, f"run {run_id!r} not found")
@@ -74,12 +74,12 @@ def list_runs(request: HttpRequest, filters: Query[RunFilter]) -> dict[str, obje
 
 @router.get("/runs/{run_id}", response={200: RunOut, 404: ErrorOut}, summary="Get a run")
 def get_run(request: HttpRequest, run_id: str) -> Run:
-    return _get_run_or_404(request, run_id)
+    return get_run_or_404(request, run_id)
 
 
 @router.post("/runs/{run_id}/cancel", response={200: RunOut, 404: ErrorOut, 409: ErrorOut}, summary="Cancel a run")
 def cancel_run(request: HttpRequest, run_id: str) -> Run:
-    run = _get_run_or_404(request, run_id)
+    run = get_run_or_404(request, run_id)
     try:
         return services.run_cancel(run=run, actor=Actor.for_api_key(request.api_key))  # type: ignore[attr-defined]
     except services.RunNotCancellable as exc:
@@ -100,7 +100,7 @@ class StreamTokenOut(Schema):
 )
 def create_stream_token(request: HttpRequest, run_id: str) -> dict[str, object]:
     """A short-lived token for this run only: for browsers, which cannot set headers on a WebSocket."""
-    run = _get_run_or_404(request, run_id)
+    run = get_run_or_404(request, run_id)
     token = stream_token_issue(run_id=run.pk, user_id=request.auth.pk)  # type: ignore[attr-defined]
     return {
         "token": token,
