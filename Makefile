@@ -3,7 +3,7 @@ PYTHON ?= python3
 UV = $(PYTHON) -m uv
 PORT ?= 8000
 
-.PHONY: install run test test-postgres lint format uv system-deps
+.PHONY: install run test test-postgres lint format uv system-deps sandbox-deps
 
 uv:
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv || $(PYTHON) -m pip install --quiet --user uv
@@ -15,15 +15,15 @@ install: uv
 	cp .env.example .env
 	@echo "Created .env from .env.example (edit it to add keys)."
 
-run: install .env
+run: install .env sandbox-deps
 	$(UV) run python manage.py migrate --noinput
 	$(UV) run python manage.py ensureadmin
 	$(UV) run python manage.py runharness --port $(PORT)
 
-test: install system-deps
+test: install system-deps sandbox-deps
 	$(UV) run pytest
 
-test-postgres: install system-deps
+test-postgres: install system-deps sandbox-deps
 	DATABASE_URL=$${TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/harness} $(UV) run pytest
 
 lint: install
@@ -40,3 +40,10 @@ system-deps:
 	@command -v chromium >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "chromium is missing: sudo apt-get install chromium (the admin browser tests need it)"; fi; }
+
+# bubblewrap (bwrap) confines the local sandbox provider; without it (and without
+# E2B_API_KEY) the coder agent's runs fail with a clear error. Installing needs root.
+sandbox-deps:
+	@command -v bwrap >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null; \
+	  else echo "bubblewrap is missing: sudo apt-get install bubblewrap (the local sandbox needs it)"; fi; }

@@ -59,9 +59,11 @@ def validation_error(request: HttpRequest, exc: ValidationError) -> HttpResponse
 def _mount() -> None:
     from artifacts.api import router as artifacts_router
     from runs.api import router as runs_router
+    from sandboxes.api import router as sandboxes_router
 
     api.add_router("/", runs_router)
     api.add_router("/", artifacts_router)
+    api.add_router("/", sandboxes_router)
 
 
 _mount()

@@ -7,6 +7,7 @@ real environment variables always win over it. Every variable is documented in
 
 from __future__ import annotations
 
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,7 @@ INSTALLED_APPS = [
     "accounts",
     "runs",
     "artifacts",
+    "sandboxes",
 ]
 
 MIDDLEWARE = [
@@ -249,6 +251,46 @@ STORAGES = {
         }
     ),
 }
+
+# --- Sandboxes: where agents' commands run ------------------------------------
+# SANDBOX_PROVIDER: "local" (bubblewrap), "e2b", or empty to pick: e2b when E2B_API_KEY
+# is set, else local when bwrap is installed. "unconfined" runs commands on the host
+# with no isolation and needs HARNESS_SANDBOX_ALLOW_UNCONFINED=true (development only).
+SANDBOX_PROVIDER = env_str("SANDBOX_PROVIDER").lower()
+if SANDBOX_PROVIDER not in {"", "local", "e2b", "unconfined"}:
+    raise ImproperlyConfigured(
+        f"SANDBOX_PROVIDER: expected 'local', 'e2b', 'unconfined' or empty, got {SANDBOX_PROVIDER!r}"
+    )
+HARNESS_SANDBOX_ALLOW_UNCONFINED = env_bool("HARNESS_SANDBOX_ALLOW_UNCONFINED", False)
+E2B_API_KEY = env_secret("E2B_API_KEY")
+E2B_TEMPLATE = env_str("E2B_TEMPLATE")
+HARNESS_SANDBOX_ROOT = Path(env_str("HARNESS_SANDBOX_ROOT") or Path(tempfile.gettempdir()) / "harness-sandboxes")
+# When the harness runs as root, sandboxed commands run as this unprivileged host uid.
+HARNESS_SANDBOX_UID = env_int("HARNESS_SANDBOX_UID", 65534, minimum=1)
+HARNESS_SANDBOX_TIME_BUDGET_SECONDS = env_int("HARNESS_SANDBOX_TIME_BUDGET_SECONDS", 900, minimum=5)
+HARNESS_SANDBOX_COMMAND_TIMEOUT_SECONDS = env_int("HARNESS_SANDBOX_COMMAND_TIMEOUT_SECONDS", 60, minimum=1)
+HARNESS_SANDBOX_CPU_SECONDS = env_int("HARNESS_SANDBOX_CPU_SECONDS", 60, minimum=1)
+HARNESS_SANDBOX_MEMORY_MB = env_int("HARNESS_SANDBOX_MEMORY_MB", 1024, minimum=64)
+HARNESS_SANDBOX_MAX_PROCESSES = env_int("HARNESS_SANDBOX_MAX_PROCESSES", 64, minimum=4)
+HARNESS_SANDBOX_MAX_FILE_MB = env_int("HARNESS_SANDBOX_MAX_FILE_MB", 64, minimum=1)
+HARNESS_SANDBOX_TMP_MB = env_int("HARNESS_SANDBOX_TMP_MB", 256, minimum=1)
+HARNESS_SANDBOX_NETWORK = env_str("HARNESS_SANDBOX_NETWORK", "deny").lower()
+if HARNESS_SANDBOX_NETWORK not in {"deny", "allow"}:
+    raise ImproperlyConfigured(f"HARNESS_SANDBOX_NETWORK: expected 'deny' or 'allow', got {HARNESS_SANDBOX_NETWORK!r}")
+HARNESS_SANDBOX_OUTPUT_MAX_FILES = env_int("HARNESS_SANDBOX_OUTPUT_MAX_FILES", 20, minimum=0)
+# Host variables passed into sandboxes by name. Nothing else of the harness's environment
+# enters a sandbox; names that look like credentials are refused.
+HARNESS_SANDBOX_ENV_ALLOWLIST = env_list("HARNESS_SANDBOX_ENV_ALLOWLIST")
+_SECRET_LIKE = ("KEY", "SECRET", "TOKEN", "PASSWORD", "PASSWD", "CREDENTIAL", "DATABASE_URL", "REDIS_URL", "DSN")
+for _name in HARNESS_SANDBOX_ENV_ALLOWLIST:
+    if any(marker in _name.upper() for marker in _SECRET_LIKE):
+        raise ImproperlyConfigured(
+            f"HARNESS_SANDBOX_ENV_ALLOWLIST: {_name!r} looks like a credential; secrets never enter a sandbox."
+        )
+HARNESS_SANDBOX_REAPER_INTERVAL_MINUTES = env_int("HARNESS_SANDBOX_REAPER_INTERVAL_MINUTES", 1, minimum=1)
+# After a run ends, its worker has this long to save outputs and destroy the sandbox
+# before the reaper steps in.
+HARNESS_SANDBOX_CLOSE_GRACE_SECONDS = env_int("HARNESS_SANDBOX_CLOSE_GRACE_SECONDS", 60, minimum=0)
 
 # --- Live streams ----------------------------------------------------------
 # With Redis, live events travel over a channel layer between the worker and the

@@ -16,6 +16,9 @@ for name in (
     "S3_ENDPOINT_URL",
     "R2_ACCESS_KEY_ID",
     "R2_SECRET_ACCESS_KEY",
+    "E2B_API_KEY",
+    "SANDBOX_PROVIDER",
+    "HARNESS_SANDBOX_ALLOW_UNCONFINED",
 ):
     os.environ.pop(name, None)
 

@@ -13,6 +13,7 @@ from artifacts.admin import ArtifactInline
 from audit.services import Actor
 from runs import services
 from runs.models import Run, RunEvent, Session, Span, Trace
+from sandboxes.admin import SandboxInline
 
 
 class ReadOnlyInline(admin.TabularInline):  # type: ignore[type-arg]
@@ -70,7 +71,7 @@ class RunAdmin(ReadOnlyAdmin):
     list_select_related = ("owner",)
     search_fields = ("=id", "=session__id", "input")
     date_hierarchy = "created_at"
-    inlines = [RunEventInline, SpanInline, ArtifactInline]
+    inlines = [RunEventInline, SpanInline, ArtifactInline, SandboxInline]
     actions = ["cancel_runs"]
     fieldsets = (
         (None, {"fields": ("id", "status", "live", "owner", "session", "agent", "model")}),

@@ -33,7 +33,9 @@ def get_run_or_404(request: HttpRequest, run_id: str) -> Run:
     return run
 
 
-@router.post("/runs", response={202: RunOut, 404: ErrorOut, 409: ErrorOut, 413: ErrorOut}, summary="Start a run")
+@router.post(
+    "/runs", response={202: RunOut, 404: ErrorOut, 409: ErrorOut, 413: ErrorOut, 422: ErrorOut}, summary="Start a run"
+)
 def create_run(request: HttpRequest, payload: RunIn) -> Status:
     if len(payload.input) > settings.HARNESS_MAX_INPUT_CHARS:
         raise HttpError(
@@ -47,6 +49,7 @@ def create_run(request: HttpRequest, payload: RunIn) -> Status:
             agent=payload.agent,
             model=payload.model or settings.HARNESS_MODEL,
             session_id=payload.session_id,
+            files=payload.files,
         )
     except services.RunServiceError as exc:
         raise HttpError(exc.status_code, str(exc)) from None
@@ -114,7 +117,7 @@ def create_stream_token(request: HttpRequest, run_id: str) -> dict[str, object]:
 def list_agents(request: HttpRequest) -> dict[str, object]:
     return {
         "agents": [
-            {"name": spec.name, "description": spec.description, "tools": spec.tool_names}
+            {"name": spec.name, "description": spec.description, "tools": spec.tool_names, "sandbox": spec.sandbox}
             for spec in sorted(AGENTS.values(), key=lambda spec: spec.name)
         ],
         "models": settings.HARNESS_ALLOWED_MODELS,

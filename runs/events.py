@@ -30,6 +30,8 @@ TOOL_OUTPUT = "tool.output"
 MESSAGE = "message.created"
 TEXT_DELTA = "text.delta"
 HANDOFF = "handoff"
+SANDBOX_STARTED = "sandbox.started"
+SANDBOX_STOPPED = "sandbox.stopped"
 
 FINAL_TYPES = {Run.Status.SUCCEEDED: SUCCEEDED, Run.Status.FAILED: FAILED, Run.Status.CANCELLED: CANCELLED}
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from agents import Agent, ItemHelpers, ModelProvider, MultiProvider, RunConfig, Runner
 from agents.models.openai_provider import OpenAIProvider
+from agents.run_config import SandboxRunConfig
 from agents.tracing import gen_trace_id
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -29,6 +30,7 @@ from runs.models import Run
 from runs.offline import OFFLINE_MODEL, OfflineModel
 from runs.registry import AgentSpec, agent_get
 from runs.tracing import processor, trace_rows, tracing_install
+from sandboxes.services import OpenSandbox, SandboxError, sandbox_close, sandbox_open
 
 logger = logging.getLogger(__name__)
 
@@ -198,10 +200,13 @@ async def _execute_claimed(run: Run, spec: AgentSpec, worker_id: str) -> service
     watch = Watch()
     watcher: asyncio.Task[None] | None = None
     result: Any = None
+    sandbox: Any = None
     outcome: services.RunOutcome
     try:
         await sync_to_async(close_old_connections)()
         agent, provider = agent_for_run(spec, run.model)
+        if spec.sandbox:
+            sandbox = await _sandbox_open(run, spec, worker_id, writer)
         run_config = RunConfig(
             model_provider=provider,
             workflow_name=f"harness:{spec.name}",
@@ -209,6 +214,7 @@ async def _execute_claimed(run: Run, spec: AgentSpec, worker_id: str) -> service
             group_id=run.session_id,
             trace_metadata={"run_id": run.id, "agent": spec.name, "model": run.model},
             trace_include_sensitive_data=settings.HARNESS_TRACE_INCLUDE_SENSITIVE_DATA,
+            sandbox=SandboxRunConfig(session=sandbox.session) if sandbox is not None else None,
         )
         result = Runner.run_streamed(
             agent,
@@ -242,7 +248,7 @@ async def _execute_claimed(run: Run, spec: AgentSpec, worker_id: str) -> service
         outcome = services.RunOutcome(
             status=Run.Status.FAILED, error=f"Run timed out after {seconds:g} s (HARNESS_RUN_TIMEOUT_SECONDS)."
         )
-    except ModelUnavailable as exc:
+    except (ModelUnavailable, SandboxError) as exc:
         outcome = services.RunOutcome(status=Run.Status.FAILED, error=str(exc))
     except Exception as exc:
         logger.exception("run failed")
@@ -250,6 +256,11 @@ async def _execute_claimed(run: Run, spec: AgentSpec, worker_id: str) -> service
     finally:
         if watcher is not None:
             watcher.cancel()
+        if sandbox is not None:
+            # However the run ended: outputs become artifacts, then the sandbox is destroyed.
+            reason = _ending(locals().get("outcome"), watch)
+            outputs = await sandbox_close(sandbox, run=run, reason=reason)
+            writer.emit(events.SANDBOX_STOPPED, {"sandbox_id": sandbox.row.pk, "reason": reason, **outputs})
         await writer.close()
     if result is not None:
         outcome.usage = usage_dict(result.context_wrapper.usage)
@@ -261,12 +272,34 @@ async def _execute_claimed(run: Run, spec: AgentSpec, worker_id: str) -> service
     return outcome
 
 
+async def _sandbox_open(run: Run, spec: AgentSpec, worker_id: str, writer: EventWriter) -> OpenSandbox:
+    opened = await sandbox_open(run=run, worker_id=worker_id, tools=spec.tool_names)
+    writer.emit(
+        events.SANDBOX_STARTED,
+        {"sandbox_id": opened.row.pk, "provider": opened.row.provider, "manifest": opened.row.manifest},
+    )
+    return opened
+
+
+def _ending(outcome: services.RunOutcome | None, watch: Watch) -> str:
+    """Why the sandbox is being closed, in the words of the run's ending."""
+    if watch.stopped:
+        return f"run stopped ({watch.stopped})"
+    if outcome is None:
+        return "run interrupted"
+    if outcome.status == Run.Status.FAILED and "timed out" in outcome.error:
+        return "run timed out"
+    return f"run {outcome.status}"
+
+
 def warm_up() -> None:
     """Run each registry agent once on the offline model, in memory, with tracing off."""
     from runs.registry import AGENTS
 
     async def warm() -> None:
         for spec in AGENTS.values():
+            if spec.sandbox:
+                continue  # needs a sandbox; the agent loop it shares is warmed by the others
             agent = spec.build(OfflineModel(spec))
             await Runner.run(agent, "What is 1 + 1?", run_config=RunConfig(tracing_disabled=True))
 

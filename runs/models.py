@@ -69,6 +69,8 @@ class Run(models.Model):
     agent = models.CharField(max_length=64, db_index=True)
     model = models.CharField(max_length=100, db_index=True)
     input = models.TextField()
+    # Artifact ids (of the owner's earlier runs) brought into a sandbox agent's workspace.
+    input_files = models.JSONField(default=list, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
     output = models.TextField(null=True, blank=True)  # noqa: DJ001 (null: no output yet; "" is an empty answer)
     error = models.TextField(blank=True)

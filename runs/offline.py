@@ -19,10 +19,20 @@ from typing import Any
 from agents import Model, ModelSettings, ModelTracing, Usage, generation_span
 from agents.items import ModelResponse, TResponseInputItem, TResponseOutputItem, TResponseStreamEvent
 from agents.testing import ModelStep, ScriptedModel, assistant_message, function_call
+from openai.types.responses import (
+    Response,
+    ResponseCompletedEvent,
+    ResponseCreatedEvent,
+    ResponseCustomToolCall,
+    ResponseOutputItemDoneEvent,
+    ResponseUsage,
+)
+from openai.types.responses.response_usage import InputTokensDetails, OutputTokensDetails
 
 from runs.registry import AgentSpec
 
 OFFLINE_MODEL = "offline"
+_TOOL_OUTPUT_TYPES = {"function_call_output", "custom_tool_call_output"}
 
 
 def _text_of(content: Any) -> str:
@@ -37,34 +47,82 @@ def _tokens(value: Any) -> int:
     return max(1, math.ceil(len(json.dumps(value, default=str)) / 4))
 
 
+def _custom_call_events(output: list[Any], usage: Usage, response_id: str) -> list[TResponseStreamEvent]:
+    response = Response(
+        id=response_id,
+        created_at=0,
+        model=OFFLINE_MODEL,
+        object="response",
+        output=output,
+        tool_choice="auto",
+        tools=[],
+        top_p=None,
+        parallel_tool_calls=False,
+        status="completed",
+        usage=ResponseUsage(
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            total_tokens=usage.total_tokens,
+            input_tokens_details=InputTokensDetails(cached_tokens=0, cache_write_tokens=0),
+            output_tokens_details=OutputTokensDetails(reasoning_tokens=0),
+        ),
+    )
+    started = response.model_copy(update={"output": [], "status": "in_progress"})
+    events: list[TResponseStreamEvent] = [
+        ResponseCreatedEvent(type="response.created", response=started, sequence_number=0)
+    ]
+    for index, item in enumerate(output):
+        events.append(
+            ResponseOutputItemDoneEvent(
+                type="response.output_item.done", item=item, output_index=index, sequence_number=len(events)
+            )
+        )
+    events.append(ResponseCompletedEvent(type="response.completed", response=response, sequence_number=len(events)))
+    return events
+
+
 class OfflineModel(Model):
     def __init__(self, spec: AgentSpec, *, delay_ms: int = 0) -> None:
         self.spec = spec
         self.delay = delay_ms / 1000
 
     def respond(self, items: list[Any], tool_names: set[str]) -> list[TResponseOutputItem]:
-        """The whole decision: what this model answers to this input. Pure and deterministic."""
-        user_texts = [
-            _text_of(item.get("content")) for item in items if isinstance(item, dict) and item.get("role") == "user"
+        """The whole decision: what this model answers to this input. Pure and deterministic.
+
+        A user turn runs the spec's offline plan one tool call per model call, then answers
+        from the last tool output.
+        """
+        user_indexes = [
+            index for index, item in enumerate(items) if isinstance(item, dict) and item.get("role") == "user"
         ]
-        user_text = user_texts[-1] if user_texts else ""
-        turn = len(user_texts)
-        last: Any = items[-1] if items else {}
-        if isinstance(last, dict) and last.get("type") == "function_call_output":
-            output = last.get("output")
-            return [
-                assistant_message(
-                    self.spec.offline_reply(
-                        user_text, _text_of(output) if not isinstance(output, str) else output, turn
-                    ),
-                    item_id=f"msg_{turn}_a",
-                )
-            ]
-        plan = self.spec.offline_plan(user_text)
-        if plan is not None and plan.name in tool_names:
-            digest = hashlib.sha256(f"{turn}:{plan.name}:{user_text}".encode()).hexdigest()[:16]
-            return [function_call(plan.name, plan.arguments, call_id=f"call_{turn}_{digest}")]
-        return [assistant_message(self.spec.offline_reply(user_text, None, turn), item_id=f"msg_{turn}_a")]
+        user_text = _text_of(items[user_indexes[-1]].get("content")) if user_indexes else ""
+        turn = len(user_indexes)
+        since_user = items[user_indexes[-1] + 1 :] if user_indexes else items
+        outputs = [
+            item.get("output")
+            for item in since_user
+            if isinstance(item, dict) and item.get("type") in _TOOL_OUTPUT_TYPES
+        ]
+        last_output = None
+        if outputs:
+            last_output = outputs[-1] if isinstance(outputs[-1], str) else _text_of(outputs[-1])
+        steps = self.spec.offline_steps(user_text)
+        if len(outputs) < len(steps) and steps[len(outputs)].name in tool_names:
+            step, index = steps[len(outputs)], len(outputs)
+            digest = hashlib.sha256(f"{turn}:{index}:{step.name}:{user_text}".encode()).hexdigest()[:16]
+            call_id = f"call_{turn}_{index}_{digest}"
+            if step.raw_input is not None:
+                return [
+                    ResponseCustomToolCall(
+                        type="custom_tool_call",
+                        call_id=call_id,
+                        name=step.name,
+                        input=step.raw_input,
+                        id=f"ctc_{turn}_{index}",
+                    )
+                ]
+            return [function_call(step.name, step.arguments, call_id=call_id)]
+        return [assistant_message(self.spec.offline_reply(user_text, last_output, turn), item_id=f"msg_{turn}_a")]
 
     def _step(self, system_instructions: str | None, input: Any, tools: list[Any]) -> ModelStep:
         items = [{"role": "user", "content": input}] if isinstance(input, str) else list(input)
@@ -77,7 +135,13 @@ class OfflineModel(Model):
             output_tokens=output_tokens,
             total_tokens=input_tokens + output_tokens,
         )
-        return ModelStep(output=output, usage=usage, response_id=f"resp_offline_{len(items)}")
+        response_id = f"resp_offline_{len(items)}"
+        if any(isinstance(item, ResponseCustomToolCall) for item in output):
+            # The scripted model streams only function calls and messages on its own.
+            return ModelStep.stream(
+                _custom_call_events(output, usage, response_id), output=output, usage=usage, response_id=response_id
+            )
+        return ModelStep(output=output, usage=usage, response_id=response_id)
 
     def _span(self, step: ModelStep, input: Any, tracing: ModelTracing) -> Any:
         include = tracing.include_data()

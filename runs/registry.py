@@ -23,13 +23,18 @@ from typing import TYPE_CHECKING, Any
 from artifacts.tools import save_artifact
 
 if TYPE_CHECKING:
-    from agents import Agent, FunctionTool, Model
+    from agents import Agent, FunctionTool, Model, Tool
 
 
 @dataclass(frozen=True)
 class OfflineToolCall:
     name: str
     arguments: dict[str, Any]
+    # A custom (free-form) tool such as the sandbox's apply_patch takes raw text instead.
+    raw_input: str | None = None
+
+
+OfflinePlan = OfflineToolCall | list[OfflineToolCall] | None
 
 
 @dataclass(frozen=True)
@@ -38,22 +43,45 @@ class AgentSpec:
     description: str
     instructions: str
     tools: tuple[Callable[..., Any], ...]
-    # For the offline model: the tool call an input asks for (or None) ...
-    offline_plan: Callable[[str], OfflineToolCall | None]
-    # ... and the answer, from the user's text, the tool output (if a tool ran) and the turn number.
+    # For the offline model: the tool call(s) an input asks for, in order (or None) ...
+    offline_plan: Callable[[str], OfflinePlan]
+    # ... and the answer, from the user's text, the last tool output (if a tool ran) and the turn number.
     offline_reply: Callable[[str, str | None, int], str]
+    # Runs its commands in a sandbox (a SandboxAgent with the shell and filesystem tools).
+    sandbox: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def tool_names(self) -> list[str]:
-        return [tool.__name__ for tool in self.tools]
+        names = [tool.__name__ for tool in self.tools]
+        return [*names, *SANDBOX_TOOL_NAMES] if self.sandbox else names
+
+    def offline_steps(self, text: str) -> list[OfflineToolCall]:
+        plan = self.offline_plan(text)
+        if plan is None:
+            return []
+        return plan if isinstance(plan, list) else [plan]
 
     def build(self, model: str | Model) -> Agent[Any]:
         from agents import Agent
 
-        return Agent(
-            name=self.name, instructions=self.instructions, tools=[sdk_tool(tool) for tool in self.tools], model=model
+        tools: list[Tool] = [sdk_tool(tool) for tool in self.tools]
+        if not self.sandbox:
+            return Agent(name=self.name, instructions=self.instructions, tools=tools, model=model)
+        from agents.sandbox import SandboxAgent
+        from agents.sandbox.capabilities import Filesystem, Shell
+
+        return SandboxAgent(
+            name=self.name,
+            instructions=self.instructions,
+            tools=tools,
+            model=model,
+            capabilities=[Shell(), Filesystem()],
         )
+
+
+# The tools a sandbox agent gets from the SDK's Shell and Filesystem capabilities.
+SANDBOX_TOOL_NAMES = ("exec_command", "write_stdin", "view_image", "apply_patch")
 
 
 @cache
@@ -180,6 +208,49 @@ def _scribe_reply(text: str, tool_output: str | None, turn: int) -> str:
     return f"Saved {saved['name']} ({saved['size']} bytes) as artifact {saved['artifact_id']}."
 
 
+# --- coder (sandbox) -----------------------------------------------------------
+
+_FENCE = re.compile(r"```([A-Za-z0-9_+-]*)[^\n]*\n(.*?)```", re.DOTALL)
+_DOLLAR = re.compile(r"^\$ (.+)$", re.MULTILINE)
+_SHELLS = {"", "sh", "bash", "shell", "console"}
+_PYTHONS = {"python", "python3", "py"}
+_PATCHES = {"patch", "apply_patch"}
+_IMAGES = {"view_image", "image"}
+
+
+def _exec(cmd: str) -> OfflineToolCall:
+    # Wait as long as the sandbox lets a command run, so the output comes back in one call.
+    return OfflineToolCall("exec_command", {"cmd": cmd, "yield_time_ms": 30_000})
+
+
+def _coder_plan(text: str) -> list[OfflineToolCall] | None:
+    """Each fenced block, in order: shell and python run with exec_command, patch with apply_patch,
+    view_image opens the path it names.
+
+    Without fences, lines starting with "$ " are shell commands.
+    """
+    steps: list[OfflineToolCall] = []
+    for match in _FENCE.finditer(text):
+        language, body = match.group(1).lower(), match.group(2)
+        if language in _PATCHES:
+            steps.append(OfflineToolCall("apply_patch", {}, raw_input=body))
+        elif language in _IMAGES:
+            steps.append(OfflineToolCall("view_image", {"path": body.strip()}))
+        elif language in _PYTHONS:
+            steps.append(_exec(f"python3 - <<'HARNESS_PY'\n{body}\nHARNESS_PY"))
+        elif language in _SHELLS:
+            steps.append(_exec(body.rstrip("\n")))
+    if not steps:
+        steps = [_exec(command) for command in _DOLLAR.findall(text)]
+    return steps or None
+
+
+def _coder_reply(text: str, tool_output: str | None, turn: int) -> str:
+    if tool_output is None:
+        return 'Give me something to run: a fenced ```sh or ```python block, or a line starting with "$ ".'
+    return f"Ran it in the sandbox. Last output:\n{tool_output}"
+
+
 AGENTS: dict[str, AgentSpec] = {
     spec.name: spec
     for spec in (
@@ -215,6 +286,23 @@ AGENTS: dict[str, AgentSpec] = {
             tools=(save_artifact,),
             offline_plan=_scribe_plan,
             offline_reply=_scribe_reply,
+        ),
+        AgentSpec(
+            name="coder",
+            description=(
+                "Writes and runs code in an isolated sandbox (shell, files, apply_patch). "
+                "Files under outputs/ come back as artifacts; files you attach arrive under inputs/."
+            ),
+            instructions=(
+                "You solve tasks by running code in your sandbox workspace with exec_command and editing "
+                "files with apply_patch. There is no network. Attached files are in inputs/. Write every "
+                "file the user should receive into outputs/: those files become the run's artifacts. "
+                "Answer with what you ran and what it printed."
+            ),
+            tools=(),
+            offline_plan=_coder_plan,
+            offline_reply=_coder_reply,
+            sandbox=True,
         ),
     )
 }

@@ -14,6 +14,11 @@ class RunIn(Schema):
     agent: str = Field("assistant", description="A registry agent name; GET /api/agents lists them.")
     model: str | None = Field(None, description="A model name; defaults to HARNESS_MODEL. 'offline' needs no key.")
     session_id: str | None = Field(None, description="Continue this session's conversation.")
+    files: list[str] = Field(
+        default_factory=list,
+        description="Artifact ids (from your earlier runs) to place under inputs/ in a sandbox agent's workspace.",
+        max_length=20,
+    )
 
     @field_validator("input")
     @classmethod
@@ -39,6 +44,16 @@ class RunIn(Schema):
             )
         return value
 
+    @field_validator("files")
+    @classmethod
+    def files_shape(cls, value: list[str]) -> list[str]:
+        for artifact_id in value:
+            if not artifact_id.startswith("art_") or len(artifact_id) > 64:
+                raise ValueError(f"{artifact_id!r} is not an artifact id (art_...)")
+        if len(set(value)) != len(value):
+            raise ValueError("an artifact is listed twice")
+        return value
+
     @field_validator("session_id")
     @classmethod
     def session_id_shape(cls, value: str | None) -> str | None:
@@ -61,6 +76,7 @@ class RunOut(Schema):
     agent: str
     model: str
     input: str
+    files: list[str]
     output: str | None
     error: str | None
     usage: UsageOut
@@ -68,6 +84,10 @@ class RunOut(Schema):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+
+    @staticmethod
+    def resolve_files(obj: object) -> list[str]:
+        return list(getattr(obj, "input_files", None) or [])
 
     @staticmethod
     def resolve_error(obj: object) -> str | None:
@@ -87,6 +107,7 @@ class AgentOut(Schema):
     name: str
     description: str
     tools: list[str]
+    sandbox: bool = Field(description="Runs commands in an isolated sandbox; accepts files.")
 
 
 class AgentsOut(Schema):

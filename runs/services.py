@@ -38,6 +38,29 @@ class RunNotCancellable(RunServiceError):
     status_code = 409
 
 
+class InvalidFiles(RunServiceError):
+    status_code = 422
+
+
+def _check_input_files(*, owner: User, agent: str, files: list[str]) -> None:
+    from artifacts.models import Artifact
+    from runs.registry import agent_get
+
+    if not files:
+        return
+    spec = agent_get(agent)
+    if spec is None or not spec.sandbox:
+        raise InvalidFiles(f"files: agent {agent!r} has no sandbox to put files in; use a sandbox agent such as coder")
+    ready = set(
+        Artifact.objects.filter(pk__in=files, run__owner=owner, status=Artifact.Status.READY).values_list(
+            "pk", flat=True
+        )
+    )
+    unknown = [artifact_id for artifact_id in files if artifact_id not in ready]
+    if unknown:
+        raise InvalidFiles(f"files: artifact(s) not found or not ready: {', '.join(unknown)}")
+
+
 def _record(*, run_id: str, event: events.EventSpec, action: str, actor: Actor, data: dict[str, Any]) -> None:
     """The event and audit row of one state change (call inside its transaction)."""
     events.events_append(run_id=run_id, events=[event])
@@ -65,8 +88,11 @@ def run_create(
     agent: str,
     model: str,
     session_id: str | None = None,
+    files: list[str] | None = None,
 ) -> Run:
     """Create a queued run (in a new session, or continuing one of the owner's)."""
+    files = list(files or [])
+    _check_input_files(owner=owner, agent=agent, files=files)
     if session_id:
         # The row lock keeps two runs of one session from both passing the busy check.
         session = Session.objects.select_for_update().filter(pk=session_id, owner=owner).first()
@@ -77,13 +103,21 @@ def run_create(
             raise SessionBusy(f"session {session_id} already has a run in progress ({busy}); wait for it or cancel it")
     else:
         session = Session.objects.create(owner=owner)
-    run = Run.objects.create(owner=owner, session=session, agent=agent, model=model, input=input, event_seq=0)
+    run = Run.objects.create(
+        owner=owner, session=session, agent=agent, model=model, input=input, input_files=files, event_seq=0
+    )
     _record(
         run_id=run.id,
         event=(events.QUEUED, {"status": Run.Status.QUEUED}),
         action="run.created",
         actor=actor,
-        data={"agent": agent, "model": model, "session_id": session.id, "input_chars": len(input)},
+        data={
+            "agent": agent,
+            "model": model,
+            "session_id": session.id,
+            "input_chars": len(input),
+            **({"files": files} if files else {}),
+        },
     )
     transaction.on_commit(lambda: run_enqueue(run.id))
     run.refresh_from_db(fields=["event_seq"])
