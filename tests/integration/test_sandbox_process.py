@@ -1,0 +1,141 @@
+"""Sandboxes through the real harness: HTTP clients run the coder agent, escape attempts stay
+inside bubblewrap, the harness stays healthy, and a crashed worker's sandbox is reaped."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from tests.integration.harness import Harness
+
+pytestmark = pytest.mark.integration
+
+CANARY = "sk-canary" + uuid.uuid4().hex
+
+
+@pytest.fixture(scope="module")
+def root():
+    path = Path(tempfile.mkdtemp(prefix="harness-sbx-it-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def harness(tmp_path_factory, root):
+    h = Harness(
+        tmp_path_factory.mktemp("sandbox"),
+        OPENAI_API_KEY=CANARY,
+        HARNESS_SANDBOX_ROOT=str(root),
+        HARNESS_SANDBOX_COMMAND_TIMEOUT_SECONDS="5",
+        HARNESS_SANDBOX_CPU_SECONDS="5",
+        HARNESS_SANDBOX_MAX_PROCESSES="32",
+        HARNESS_SANDBOX_MEMORY_MB="512",
+        HARNESS_SANDBOX_CLOSE_GRACE_SECONDS="0",
+        HARNESS_RUN_LEASE_SECONDS="2",
+    )
+    h.start()
+    yield h
+    h.close()
+
+
+def run_and_wait(harness: Harness, client: httpx.Client, text: str, timeout: float = 60) -> dict:
+    run = client.post("/api/runs", json={"input": text, "agent": "coder", "model": "offline"})
+    assert run.status_code == 202, run.text
+    return harness.wait_for(client, run.json()["id"], ("succeeded", "failed", "cancelled"), timeout=timeout)
+
+
+def tool_outputs(client: httpx.Client, run_id: str) -> list[str]:
+    with client.stream("GET", f"/api/runs/{run_id}/events", timeout=30) as response:
+        body = "".join(response.iter_text())
+    import json
+
+    events = [json.loads(line[len("data: ") :]) for line in body.splitlines() if line.startswith("data: ")]
+    return [event["data"]["output"] for event in events if event["type"] == "tool.output"]
+
+
+def assert_healthy_and_cleaned(harness: Harness, client: httpx.Client, run_id: str, root: Path) -> None:
+    assert httpx.get(f"{harness.base_url}/health", timeout=5).json()["status"] == "ok"
+    (sandbox,) = client.get(f"/api/runs/{run_id}/sandboxes").json()
+    assert sandbox["status"] == "stopped" and sandbox["cleanup_state"] == "done"
+    assert list(root.iterdir()) == []
+
+
+def test_escape_attempts_over_http_are_contained(harness, root):
+    client = harness.client(harness.api_key("alice"))
+    database = harness.workdir / "harness.sqlite3"
+    script = f"""```sh
+env | grep -c . ; env | grep -i -e key -e secret -e database -e redis || echo NO-SECRETS-IN-ENV
+for f in {database} /etc/shadow /root {Path.cwd() / "manage.py"}; do cat "$f" >/dev/null 2>&1 && echo "LEAK:$f" || echo "DENIED:$f"; done
+python3 -c "import socket; s=socket.socket(); s.settimeout(2); print(s.connect_ex(('127.0.0.1', {harness.port})))"
+touch /usr/pwned 2>/dev/null && echo WROTE-USR || echo USR-READONLY
+```"""
+    done = run_and_wait(harness, client, script)
+    assert done["status"] == "succeeded", done
+    (output,) = tool_outputs(client, done["id"])
+    assert "NO-SECRETS-IN-ENV" in output and "LEAK:" not in output and output.count("DENIED:") == 4
+    assert "USR-READONLY" in output
+    assert "\n0\n" not in output  # connect_ex to the harness port did not succeed
+    assert CANARY not in output and CANARY not in harness.log_path.read_text()
+    assert_healthy_and_cleaned(harness, client, done["id"], root)
+
+
+def test_a_fork_bomb_leaves_the_harness_serving(harness, root):
+    client = harness.client(harness.api_key("bob"))
+    started = time.monotonic()
+    done = run_and_wait(harness, client, "```sh\nbomb() { bomb | bomb & }; bomb; sleep 2; echo done\n```")
+    assert done["status"] == "succeeded", done
+    assert time.monotonic() - started < 60
+    assert_healthy_and_cleaned(harness, client, done["id"], root)
+    calc = client.post("/api/runs", json={"input": "What is 2 + 2?", "agent": "calculator", "model": "offline"})
+    assert harness.wait_for(client, calc.json()["id"], ("succeeded",))["output"] == "2 + 2 = 4"
+
+
+def test_status_endpoint_over_http(harness):
+    client = harness.client(harness.api_key("carol"))
+    body = client.get("/api/sandbox/status").json()
+    assert body["provider"] == "local" and body["available"] is True
+    assert httpx.get(f"{harness.base_url}/api/sandbox/status").status_code == 401
+    assert httpx.get(f"{harness.base_url}/health").json()["backends"]["sandbox"] is False
+
+
+def test_a_crashed_worker_leaves_nothing_the_reapers_do_not_clean(harness, root):
+    client = harness.client(harness.api_key("dave"))
+    run = client.post(
+        "/api/runs", json={"input": "```sh\nsleep 300 & sleep 299\n```", "agent": "coder", "model": "offline"}
+    ).json()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        rows = client.get(f"/api/runs/{run['id']}/sandboxes").json()
+        if rows and rows[0]["status"] == "live" and any(root.iterdir()):
+            break
+        time.sleep(0.1)
+    time.sleep(0.5)
+    (workspace,) = list(root.iterdir())
+    harness.kill()  # SIGKILL to the whole tree: no cleanup code runs
+    time.sleep(0.5)
+    # --die-with-parent: the sandbox's processes died with their worker.
+    survivors = [
+        p.info["cmdline"]
+        for p in psutil.process_iter(["cmdline"])
+        if (p.info["cmdline"] or [])[-1:] in (["300"], ["299"])
+    ]
+    assert survivors == []
+    assert workspace.exists()  # the workspace is what a crash leaves behind
+
+    time.sleep(2.5)  # past the run's lease
+    assert "failed 1" in harness.manage("reap_runs").stdout
+    out = harness.manage("reap_sandboxes").stdout
+    assert "cleaned 1" in out, out
+    assert not workspace.exists()
+    harness.start()
+    client = harness.client(harness.api_key("dave"))
+    (sandbox,) = client.get(f"/api/runs/{run['id']}/sandboxes").json()
+    assert sandbox["cleanup_state"] == "done" and sandbox["exit_info"]["reason"] == "reaped: run is failed"
+    assert client.get(f"/api/runs/{run['id']}").json()["status"] == "failed"
