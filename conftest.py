@@ -1,14 +1,18 @@
-"""Fixtures shared by every app's tests: an operator, a viewer and an outsider."""
+"""Fixtures shared by every app's tests: an operator, a viewer, an outsider, a sandbox root."""
 
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
-from django.test import Client
+from django.test import Client, override_settings
 
 from accounts.services import apikey_create
 from audit.services import Actor
@@ -80,3 +84,32 @@ def make_run(owner: Principal, **overrides: Any) -> Run:
     fields: dict[str, Any] = {"input": "What is 6 * 7?", "agent": "calculator", "model": "offline"}
     fields.update(overrides)
     return run_create(owner=owner.user, actor=Actor.system("tests"), **fields)
+
+
+# Tight limits so the escape attempts end in seconds.
+TEST_LIMITS = {
+    "HARNESS_SANDBOX_COMMAND_TIMEOUT_SECONDS": 5,
+    "HARNESS_SANDBOX_CPU_SECONDS": 5,
+    "HARNESS_SANDBOX_MEMORY_MB": 512,
+    "HARNESS_SANDBOX_MAX_PROCESSES": 32,
+    "HARNESS_SANDBOX_MAX_FILE_MB": 8,
+}
+
+
+@pytest.fixture
+def sandbox_root() -> Iterator[Path]:
+    """A sandbox root of its own under /tmp (which the unprivileged sandbox uid can traverse)."""
+    root = Path(tempfile.mkdtemp(prefix="harness-sbx-test-"))
+    with override_settings(HARNESS_SANDBOX_ROOT=root, SANDBOX_PROVIDER="", E2B_API_KEY="", **TEST_LIMITS):
+        yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def bwrap(sandbox_root: Path) -> Path:
+    """The local provider must be usable: `make test` installs bubblewrap (make sandbox-deps)."""
+    from sandboxes.bwrap import bwrap_path
+
+    if bwrap_path() is None:
+        pytest.fail("bubblewrap is not installed: run `make sandbox-deps` (apt-get install bubblewrap)")
+    return sandbox_root

@@ -101,6 +101,8 @@ class FakeOpenAI:
             return [assistant_message(f"The tool said {last['output']}.", item_id="msg_fake")]
         tools = body.get("tools") or []
         text = last.get("content") if isinstance(last.get("content"), str) else ""
+        if any(tool.get("name") == "exec_command" for tool in tools):
+            return [function_call("exec_command", {"cmd": "echo wire-$((6 * 7)); id -u"}, call_id="call_fake_1")]
         if tools and tools[0].get("name") == "calculate":
             return [function_call("calculate", {"expression": "6 * 7"}, call_id="call_fake_1")]
         if tools:

@@ -35,6 +35,20 @@ def test_a_gpt_run_round_trips_a_tool_call_over_the_wire(alice):
     assert Span.objects.filter(run=run, kind="response").count() == 2
 
 
+def test_a_gpt_run_drives_a_sandbox_tool_over_the_wire(alice, bwrap):
+    with FakeOpenAI(KEY) as fake, override_settings(OPENAI_API_KEY=KEY, OPENAI_BASE_URL=fake.base_url):
+        run = make_run(alice, agent="coder", model="gpt-5.4-mini", input="Compute six times seven in the shell.")
+        assert run_execute(run.pk) == "succeeded"
+    run.refresh_from_db()
+    first, second = fake.requests
+    offered = {tool.get("name"): tool.get("type") for tool in first["tools"]}
+    assert offered["exec_command"] == "function" and offered["apply_patch"] == "custom"
+    assert "wire-42\n1000" in second["input"][-1]["output"]  # ran confined, as the sandbox's uid
+    assert "wire-42" in run.output and KEY not in str(second)
+    sandbox = run.sandboxes.get()
+    assert sandbox.provider == "local" and sandbox.cleanup_state == "done"
+
+
 def test_a_rejected_key_fails_the_run_without_leaking_the_key(alice):
     with (
         FakeOpenAI("sk-the-right-one-000000") as fake,
