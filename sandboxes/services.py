@@ -292,7 +292,11 @@ def _record_cleanup(
     if status is not None and sandbox.is_live:
         sandbox.status = status
         sandbox.stopped_at = now
-    sandbox.exit_info = {**sandbox.exit_info, **exit_info}
+    if "reason" in sandbox.exit_info:
+        # Already ended (an operator or the reaper got there first): the first account stands.
+        sandbox.exit_info = {**exit_info, **sandbox.exit_info}
+    else:
+        sandbox.exit_info = {**sandbox.exit_info, **exit_info}
     if problems:
         sandbox.cleanup_state = Sandbox.Cleanup.FAILED
         sandbox.cleanup_error = redact("; ".join(problems))[:2000]
@@ -332,6 +336,9 @@ async def sandbox_close(opened: OpenSandbox, *, run: Run, reason: str) -> dict[s
 
 def sandbox_destroy(*, sandbox: Sandbox, actor: Actor, reason: str) -> Sandbox:
     """Destroy a sandbox through its provider handle, from any process, and record it."""
+    if sandbox.is_live:
+        # Say why first, so a worker that notices its commands dying records this reason, not its own.
+        _record_stop(sandbox.pk, reason=reason)
     problems: list[str] = []
     info: dict[str, Any] = {}
     if sandbox.provider_session_id:
@@ -347,9 +354,18 @@ def sandbox_destroy(*, sandbox: Sandbox, actor: Actor, reason: str) -> Sandbox:
                 problems.append(f"unknown provider {sandbox.provider!r}")
         except Exception as exc:
             problems.append(f"{type(exc).__name__}: {exc}")
-    status = Sandbox.Status.STOPPED
     exit_info = {"reason": reason, **info} if sandbox.is_live else {"cleanup": reason, **info}
-    return _record_cleanup(sandbox.pk, actor=actor, status=status, exit_info=exit_info, problems=problems)
+    return _record_cleanup(sandbox.pk, actor=actor, status=None, exit_info=exit_info, problems=problems)
+
+
+@transaction.atomic
+def _record_stop(sandbox_id: str, *, reason: str) -> None:
+    sandbox = Sandbox.objects.select_for_update().get(pk=sandbox_id)
+    if sandbox.is_live:
+        sandbox.status = Sandbox.Status.STOPPED
+        sandbox.stopped_at = timezone.now()
+    sandbox.exit_info = {"reason": reason, **sandbox.exit_info}
+    sandbox.save(update_fields=["status", "stopped_at", "exit_info"])
 
 
 def sandboxes_cleanup(*, sandboxes: list[Sandbox], actor: Actor, reason: str) -> list[Sandbox]:

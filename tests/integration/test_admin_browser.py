@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import time
 
 import pytest
 
@@ -99,3 +100,53 @@ def test_an_operator_works_through_the_admin(browser, tmp_path):
         page.close()
     finally:
         harness.close()
+
+
+def test_an_operator_cleans_up_a_live_sandbox_in_the_browser(browser, tmp_path):
+    import tempfile
+    from pathlib import Path
+
+    root = Path(tempfile.mkdtemp(prefix="harness-sbx-browser-"))
+    harness = Harness(tmp_path, HARNESS_SANDBOX_ROOT=str(root), HARNESS_SANDBOX_COMMAND_TIMEOUT_SECONDS="60").start()
+    try:
+        password = harness.manage("ensureadmin").stdout.split("password '")[1].split("'")[0]
+        client = harness.client(harness.api_key("alice"))
+        run = client.post(
+            "/api/runs", json={"input": "```sh\nsleep 45; echo late\n```", "agent": "coder", "model": "offline"}
+        ).json()
+        for _ in range(300):
+            rows = client.get(f"/api/runs/{run['id']}/sandboxes").json()
+            if rows and rows[0]["status"] == "live" and any(root.iterdir()):
+                break
+            time.sleep(0.1)
+        sandbox_id = rows[0]["id"]
+
+        page = browser.new_page()
+        page.goto(f"{harness.base_url}/admin/")
+        page.fill("#id_username", "admin")
+        page.fill("#id_password", password)
+        page.click("input[type=submit]")
+        page.wait_for_selector("text=Operations")
+
+        page.goto(f"{harness.base_url}/admin/sandboxes/sandbox/")
+        row = page.locator("tr", has_text=sandbox_id)
+        assert run["id"] in row.inner_text() and "Live" in row.inner_text()
+        row.locator("input.action-select").check()
+        page.select_option("select[name=action]", "clean_up_sandboxes")
+        page.click("button[name=index]")
+        page.wait_for_selector("text=Cleaned up 1 sandbox(es).")
+        page.screenshot(path=str(tmp_path / "sandboxes.png"), full_page=True)
+        assert list(root.iterdir()) == []  # workspace gone, its sleep killed
+
+        page.click(f"text={sandbox_id}")
+        page.wait_for_selector("text=cleaned up by operator admin")
+        assert "Done" in page.content()
+        page.goto(f"{harness.base_url}/admin/audit/auditlog/?q={sandbox_id}")
+        page.wait_for_selector("text=sandbox.cleaned")
+        final = harness.wait_for(client, run["id"], ("succeeded", "failed"), timeout=60)
+        assert final["status"] in ("succeeded", "failed")
+        (sandbox,) = client.get(f"/api/runs/{run['id']}/sandboxes").json()
+        assert sandbox["exit_info"]["reason"] == "cleaned up by operator admin"
+    finally:
+        harness.close()
+        shutil.rmtree(root, ignore_errors=True)
