@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from agents import Agent, ItemHelpers, ModelProvider, MultiProvider, RunConfig, Runner
+from agents import Agent, ItemHelpers, Model, ModelProvider, MultiProvider, RunConfig, Runner
 from agents.models.openai_provider import OpenAIProvider
 from agents.run_config import SandboxRunConfig
 from agents.tracing import gen_trace_id
@@ -25,6 +25,7 @@ from django.db import close_old_connections
 from harness_site.logs import run_logging_context
 from harness_site.redaction import redact
 from runs import events, services
+from runs.cassette import CassetteModel, RecordingModel, ReplayDiverged
 from runs.memory import DjangoSession
 from runs.models import Run
 from runs.offline import OFFLINE_MODEL, OfflineModel
@@ -45,21 +46,33 @@ def new_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-def agent_for_run(spec: AgentSpec, model: str) -> tuple[Agent[Any], ModelProvider]:
-    """The SDK agent for this run and the provider that resolves its model."""
-    if model == OFFLINE_MODEL:
-        return spec.build(OfflineModel(spec, delay_ms=settings.HARNESS_OFFLINE_DELAY_MS)), MultiProvider()
-    if not settings.OPENAI_API_KEY:
-        raise ModelUnavailable(
-            f"OPENAI_API_KEY is not set, so model {model!r} cannot be called. Set OPENAI_API_KEY "
-            f'(and OPENAI_BASE_URL for an OpenAI-compatible server), or run with model "offline".'
+def agent_for_run(
+    spec: AgentSpec, model: str, replay: list[dict[str, Any]] | None = None
+) -> tuple[Agent[Any], ModelProvider, RecordingModel]:
+    """The SDK agent for this run, the provider behind it, and the recorder of its model calls.
+
+    With `replay`, the recorded model responses answer instead of the model.
+    """
+    inner: Model
+    provider: ModelProvider = MultiProvider()
+    if replay is not None:
+        inner = CassetteModel(replay)
+    elif model == OFFLINE_MODEL:
+        inner = OfflineModel(spec, delay_ms=settings.HARNESS_OFFLINE_DELAY_MS)
+    else:
+        if not settings.OPENAI_API_KEY:
+            raise ModelUnavailable(
+                f"OPENAI_API_KEY is not set, so model {model!r} cannot be called. Set OPENAI_API_KEY "
+                f'(and OPENAI_BASE_URL for an OpenAI-compatible server), or run with model "offline".'
+            )
+        provider = OpenAIProvider(
+            api_key=settings.OPENAI_API_KEY,
+            base_url=settings.OPENAI_BASE_URL or None,
+            use_responses=settings.HARNESS_OPENAI_API == "responses",
         )
-    provider = OpenAIProvider(
-        api_key=settings.OPENAI_API_KEY,
-        base_url=settings.OPENAI_BASE_URL or None,
-        use_responses=settings.HARNESS_OPENAI_API == "responses",
-    )
-    return spec.build(model), provider
+        inner = provider.get_model(model)
+    recorder = RecordingModel(inner)
+    return spec.build(recorder), provider, recorder
 
 
 def usage_dict(usage: Any) -> dict[str, int]:
@@ -194,17 +207,20 @@ async def _watch(run: Run, worker_id: str, result: Any, watch: Watch) -> None:
             return
 
 
-async def _execute_claimed(run: Run, spec: AgentSpec, worker_id: str) -> services.RunOutcome:
+async def _execute_claimed(
+    run: Run, spec: AgentSpec, worker_id: str, replay: list[dict[str, Any]] | None = None
+) -> services.RunOutcome:
     trace_id = gen_trace_id()
     writer = EventWriter(run.id, worker_id)
     watch = Watch()
     watcher: asyncio.Task[None] | None = None
     result: Any = None
     sandbox: Any = None
+    recorder: RecordingModel | None = None
     outcome: services.RunOutcome
     try:
         await sync_to_async(close_old_connections)()
-        agent, provider = agent_for_run(spec, run.model)
+        agent, provider, recorder = agent_for_run(spec, run.model, replay)
         if spec.sandbox:
             sandbox = await _sandbox_open(run, spec, worker_id, writer)
         run_config = RunConfig(
@@ -248,7 +264,7 @@ async def _execute_claimed(run: Run, spec: AgentSpec, worker_id: str) -> service
         outcome = services.RunOutcome(
             status=Run.Status.FAILED, error=f"Run timed out after {seconds:g} s (HARNESS_RUN_TIMEOUT_SECONDS)."
         )
-    except (ModelUnavailable, SandboxError) as exc:
+    except (ModelUnavailable, SandboxError, ReplayDiverged) as exc:
         outcome = services.RunOutcome(status=Run.Status.FAILED, error=str(exc))
     except Exception as exc:
         logger.exception("run failed")
@@ -264,6 +280,8 @@ async def _execute_claimed(run: Run, spec: AgentSpec, worker_id: str) -> service
         await writer.close()
     if result is not None:
         outcome.usage = usage_dict(result.context_wrapper.usage)
+    if recorder is not None:
+        outcome.model_calls = recorder.calls
     buffer = processor.pop(trace_id)
     if buffer is not None:
         outcome.trace, outcome.spans = trace_rows(buffer, run_id=run.id)
@@ -306,7 +324,7 @@ def warm_up() -> None:
     asyncio.run(warm())
 
 
-def run_execute(run_id: str) -> str | None:
+def run_execute(run_id: str, *, replay: list[dict[str, Any]] | None = None) -> str | None:
     """Claim and execute one run (synchronous entry point for the worker).
 
     1. Claim it (QUEUED -> RUNNING, lease); if another worker or a cancel won, stop.
@@ -330,7 +348,7 @@ def run_execute(run_id: str) -> str | None:
                 status=Run.Status.FAILED, error=f"agent {run.agent!r} is no longer in the registry"
             )
         else:
-            outcome = asyncio.run(_execute_claimed(run, spec, worker_id))
+            outcome = asyncio.run(_execute_claimed(run, spec, worker_id, replay))
         recorded = services.run_finish(run_id=run.id, worker_id=worker_id, outcome=outcome)
         logger.info(
             "run finished",

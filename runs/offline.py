@@ -81,73 +81,33 @@ def _custom_call_events(output: list[Any], usage: Usage, response_id: str) -> li
     return events
 
 
-class OfflineModel(Model):
-    def __init__(self, spec: AgentSpec, *, delay_ms: int = 0) -> None:
-        self.spec = spec
-        self.delay = delay_ms / 1000
+def model_step(output: list[Any], usage: Usage, response_id: str) -> ModelStep:
+    """A scripted step for these output items (custom tool calls get their stream built here)."""
+    if any(isinstance(item, ResponseCustomToolCall) for item in output):
+        # The scripted model streams only function calls and messages on its own.
+        return ModelStep.stream(
+            _custom_call_events(output, usage, response_id), output=output, usage=usage, response_id=response_id
+        )
+    return ModelStep(output=output, usage=usage, response_id=response_id)
 
-    def respond(self, items: list[Any], tool_names: set[str]) -> list[TResponseOutputItem]:
-        """The whole decision: what this model answers to this input. Pure and deterministic.
 
-        A user turn runs the spec's offline plan one tool call per model call, then answers
-        from the last tool output.
-        """
-        user_indexes = [
-            index for index, item in enumerate(items) if isinstance(item, dict) and item.get("role") == "user"
-        ]
-        user_text = _text_of(items[user_indexes[-1]].get("content")) if user_indexes else ""
-        turn = len(user_indexes)
-        since_user = items[user_indexes[-1] + 1 :] if user_indexes else items
-        outputs = [
-            item.get("output")
-            for item in since_user
-            if isinstance(item, dict) and item.get("type") in _TOOL_OUTPUT_TYPES
-        ]
-        last_output = None
-        if outputs:
-            last_output = outputs[-1] if isinstance(outputs[-1], str) else _text_of(outputs[-1])
-        steps = self.spec.offline_steps(user_text)
-        if len(outputs) < len(steps) and steps[len(outputs)].name in tool_names:
-            step, index = steps[len(outputs)], len(outputs)
-            digest = hashlib.sha256(f"{turn}:{index}:{step.name}:{user_text}".encode()).hexdigest()[:16]
-            call_id = f"call_{turn}_{index}_{digest}"
-            if step.raw_input is not None:
-                return [
-                    ResponseCustomToolCall(
-                        type="custom_tool_call",
-                        call_id=call_id,
-                        name=step.name,
-                        input=step.raw_input,
-                        id=f"ctc_{turn}_{index}",
-                    )
-                ]
-            return [function_call(step.name, step.arguments, call_id=call_id)]
-        return [assistant_message(self.spec.offline_reply(user_text, last_output, turn), item_id=f"msg_{turn}_a")]
+class StepModel(Model):
+    """A model that decides each call with `_step` and streams it like the real service would."""
+
+    model_name = OFFLINE_MODEL
+    delay = 0.0
 
     def _step(self, system_instructions: str | None, input: Any, tools: list[Any]) -> ModelStep:
-        items = [{"role": "user", "content": input}] if isinstance(input, str) else list(input)
-        output = self.respond(items, {getattr(tool, "name", "") for tool in tools})
-        input_tokens = _tokens([system_instructions, items])
-        output_tokens = _tokens([item.model_dump() for item in output])
-        usage = Usage(
-            requests=1,
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            total_tokens=input_tokens + output_tokens,
-        )
-        response_id = f"resp_offline_{len(items)}"
-        if any(isinstance(item, ResponseCustomToolCall) for item in output):
-            # The scripted model streams only function calls and messages on its own.
-            return ModelStep.stream(
-                _custom_call_events(output, usage, response_id), output=output, usage=usage, response_id=response_id
-            )
-        return ModelStep(output=output, usage=usage, response_id=response_id)
+        raise NotImplementedError
+
+    def _span_config(self) -> dict[str, Any]:
+        return {}
 
     def _span(self, step: ModelStep, input: Any, tracing: ModelTracing) -> Any:
         include = tracing.include_data()
         return generation_span(
-            model=OFFLINE_MODEL,
-            model_config={"agent": self.spec.name},
+            model=self.model_name,
+            model_config=self._span_config(),
             input=([{"role": "user", "content": input}] if isinstance(input, str) else list(input))
             if include
             else None,
@@ -224,3 +184,63 @@ class OfflineModel(Model):
                         await asyncio.sleep(self.delay)
                     chunk = word if index == len(words) - 1 else word + " "
                     yield event.model_copy(update={"delta": chunk})
+
+
+class OfflineModel(StepModel):
+    def __init__(self, spec: AgentSpec, *, delay_ms: int = 0) -> None:
+        self.spec = spec
+        self.delay = delay_ms / 1000
+
+    def _span_config(self) -> dict[str, Any]:
+        return {"agent": self.spec.name}
+
+    def respond(self, items: list[Any], tool_names: set[str]) -> list[TResponseOutputItem]:
+        """The whole decision: what this model answers to this input. Pure and deterministic.
+
+        A user turn runs the spec's offline plan one tool call per model call, then answers
+        from the last tool output.
+        """
+        user_indexes = [
+            index for index, item in enumerate(items) if isinstance(item, dict) and item.get("role") == "user"
+        ]
+        user_text = _text_of(items[user_indexes[-1]].get("content")) if user_indexes else ""
+        turn = len(user_indexes)
+        since_user = items[user_indexes[-1] + 1 :] if user_indexes else items
+        outputs = [
+            item.get("output")
+            for item in since_user
+            if isinstance(item, dict) and item.get("type") in _TOOL_OUTPUT_TYPES
+        ]
+        last_output = None
+        if outputs:
+            last_output = outputs[-1] if isinstance(outputs[-1], str) else _text_of(outputs[-1])
+        steps = self.spec.offline_steps(user_text)
+        if len(outputs) < len(steps) and steps[len(outputs)].name in tool_names:
+            step, index = steps[len(outputs)], len(outputs)
+            digest = hashlib.sha256(f"{turn}:{index}:{step.name}:{user_text}".encode()).hexdigest()[:16]
+            call_id = f"call_{turn}_{index}_{digest}"
+            if step.raw_input is not None:
+                return [
+                    ResponseCustomToolCall(
+                        type="custom_tool_call",
+                        call_id=call_id,
+                        name=step.name,
+                        input=step.raw_input,
+                        id=f"ctc_{turn}_{index}",
+                    )
+                ]
+            return [function_call(step.name, step.arguments, call_id=call_id)]
+        return [assistant_message(self.spec.offline_reply(user_text, last_output, turn), item_id=f"msg_{turn}_a")]
+
+    def _step(self, system_instructions: str | None, input: Any, tools: list[Any]) -> ModelStep:
+        items = [{"role": "user", "content": input}] if isinstance(input, str) else list(input)
+        output = self.respond(items, {getattr(tool, "name", "") for tool in tools})
+        input_tokens = _tokens([system_instructions, items])
+        output_tokens = _tokens([item.model_dump() for item in output])
+        usage = Usage(
+            requests=1,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            total_tokens=input_tokens + output_tokens,
+        )
+        return model_step(output, usage, f"resp_offline_{len(items)}")

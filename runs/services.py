@@ -89,8 +89,16 @@ def run_create(
     model: str,
     session_id: str | None = None,
     files: list[str] | None = None,
+    origin: str = "api",
+    history: list[dict[str, Any]] | None = None,
+    enqueue: bool = True,
 ) -> Run:
-    """Create a queued run (in a new session, or continuing one of the owner's)."""
+    """Create a queued run (in a new session, or continuing one of the owner's).
+
+    `history` seeds a new session with earlier conversation items (the eval runner replays
+    golden rows that continued a session); `enqueue=False` leaves the run for the caller
+    to execute in-process.
+    """
     files = list(files or [])
     _check_input_files(owner=owner, agent=agent, files=files)
     if session_id:
@@ -103,8 +111,16 @@ def run_create(
             raise SessionBusy(f"session {session_id} already has a run in progress ({busy}); wait for it or cancel it")
     else:
         session = Session.objects.create(owner=owner)
+        SessionItem.objects.bulk_create([SessionItem(session=session, data=item) for item in history or []])
     run = Run.objects.create(
-        owner=owner, session=session, agent=agent, model=model, input=input, input_files=files, event_seq=0
+        owner=owner,
+        session=session,
+        agent=agent,
+        model=model,
+        input=input,
+        input_files=files,
+        event_seq=0,
+        origin=origin,
     )
     _record(
         run_id=run.id,
@@ -119,7 +135,8 @@ def run_create(
             **({"files": files} if files else {}),
         },
     )
-    transaction.on_commit(lambda: run_enqueue(run.id))
+    if enqueue:
+        transaction.on_commit(lambda: run_enqueue(run.id))
     run.refresh_from_db(fields=["event_seq"])
     return run
 
@@ -205,13 +222,14 @@ class RunOutcome:
     usage: dict[str, Any] | None = None
     trace: Trace | None = None
     spans: list[Span] | None = None
+    model_calls: list[dict[str, Any]] | None = None
 
 
 @transaction.atomic
 def run_finish(*, run_id: str, worker_id: str, outcome: RunOutcome) -> bool:
     """Record how a run ended. False when it had already been ended elsewhere (a cancel,
     the reaper); the usage and trace are facts all the same and are kept."""
-    from harness_site.redaction import redact
+    from harness_site.redaction import redact, redact_data
 
     if outcome.trace is not None:
         Trace.objects.bulk_create([outcome.trace], ignore_conflicts=True)
@@ -228,11 +246,16 @@ def run_finish(*, run_id: str, worker_id: str, outcome: RunOutcome) -> bool:
             finished_at=timezone.now(),
             lease_expires_at=None,
             trace_id=outcome.trace.id if outcome.trace else "",
+            model_calls=redact_data(outcome.model_calls or []),
         )
         == 1
     )
     if not won:
-        Run.objects.filter(pk=run_id).update(usage=usage, trace_id=outcome.trace.id if outcome.trace else "")
+        Run.objects.filter(pk=run_id).update(
+            usage=usage,
+            trace_id=outcome.trace.id if outcome.trace else "",
+            model_calls=redact_data(outcome.model_calls or []),
+        )
         return False
     data: dict[str, Any] = {"status": outcome.status, "usage": usage}
     if outcome.status == Run.Status.SUCCEEDED:

@@ -59,3 +59,22 @@ def test_a_rejected_key_fails_the_run_without_leaking_the_key(alice):
     run.refresh_from_db()
     assert "AuthenticationError" in run.error and "Incorrect API key" in run.error
     assert KEY not in run.error and "[REDACTED]" in run.error
+
+
+def test_a_gpt_run_records_a_cassette_that_replays_with_no_key(alice, operator):
+    from evals.services import eval_run, golden_promote
+
+    with FakeOpenAI(KEY) as fake, override_settings(OPENAI_API_KEY=KEY, OPENAI_BASE_URL=fake.base_url):
+        run = make_run(alice, model="gpt-5.4-mini", input="What is 6 * 7?")
+        assert run_execute(run.pk) == "succeeded"
+    run.refresh_from_db()
+    assert [call["shape"]["tools"] for call in run.model_calls] == [["calculate"], ["calculate"]]
+    assert run.model_calls[0]["output"][0]["type"] == "function_call"
+    assert run.model_calls[1]["usage"] == {"input_tokens": 11, "output_tokens": 7}
+    golden_promote(run=run, dataset_name="wire", user=operator)
+    with override_settings(OPENAI_API_KEY="", OPENAI_BASE_URL=""):
+        evaluation = eval_run(datasets=["wire"])
+    (result,) = evaluation.results.all()
+    assert result.passed, result.reasons
+    assert result.output == "The tool said 42." and result.run.model == "replay:gpt-5.4-mini"
+    assert len(fake.requests) == 2  # the replay never called the server
