@@ -68,6 +68,7 @@ INSTALLED_APPS = [
     "runs",
     "artifacts",
     "sandboxes",
+    "evals",
 ]
 
 MIDDLEWARE = [
@@ -291,6 +292,16 @@ HARNESS_SANDBOX_REAPER_INTERVAL_MINUTES = env_int("HARNESS_SANDBOX_REAPER_INTERV
 # After a run ends, its worker has this long to save outputs and destroy the sandbox
 # before the reaper steps in.
 HARNESS_SANDBOX_CLOSE_GRACE_SECONDS = env_int("HARNESS_SANDBOX_CLOSE_GRACE_SECONDS", 60, minimum=0)
+
+# --- Evals ----------------------------------------------------------------------
+# `manage.py eval` (and the nightly eval) fails when fewer than this share of cases pass.
+HARNESS_EVAL_MIN_PASS_RATE = env_float("HARNESS_EVAL_MIN_PASS_RATE", 1.0, minimum=0)
+if HARNESS_EVAL_MIN_PASS_RATE > 1:
+    raise ImproperlyConfigured("HARNESS_EVAL_MIN_PASS_RATE: a share between 0 and 1, e.g. 0.95")
+# The nightly eval (replay mode, every active case) runs at this UTC hour.
+HARNESS_EVAL_NIGHTLY_HOUR = env_int("HARNESS_EVAL_NIGHTLY_HOUR", 3, minimum=0)
+if HARNESS_EVAL_NIGHTLY_HOUR > 23:
+    raise ImproperlyConfigured("HARNESS_EVAL_NIGHTLY_HOUR: an hour between 0 and 23")
 
 # --- Live streams ----------------------------------------------------------
 # With Redis, live events travel over a channel layer between the worker and the

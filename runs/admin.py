@@ -11,6 +11,7 @@ from django.utils.html import format_html
 
 from artifacts.admin import ArtifactInline
 from audit.services import Actor
+from evals.admin import PROMOTE_PERMISSION, promote_to_golden
 from runs import services
 from runs.models import Run, RunEvent, Session, Span, Trace
 from sandboxes.admin import SandboxInline
@@ -67,14 +68,14 @@ class ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 @admin.register(Run)
 class RunAdmin(ReadOnlyAdmin):
     list_display = ("id", "agent", "model", "status", "owner", "created_at", "duration", "total_tokens")
-    list_filter = ("status", "agent", "model", ("created_at", admin.DateFieldListFilter))
+    list_filter = ("status", "agent", "model", "origin", ("created_at", admin.DateFieldListFilter))
     list_select_related = ("owner",)
     search_fields = ("=id", "=session__id", "input")
     date_hierarchy = "created_at"
     inlines = [RunEventInline, SpanInline, ArtifactInline, SandboxInline]
-    actions = ["cancel_runs"]
+    actions = ["cancel_runs", promote_to_golden]
     fieldsets = (
-        (None, {"fields": ("id", "status", "live", "owner", "session", "agent", "model")}),
+        (None, {"fields": ("id", "status", "live", "owner", "session", "agent", "model", "origin")}),
         ("Conversation", {"fields": ("input", "output", "error")}),
         (
             "Execution",
@@ -113,7 +114,12 @@ class RunAdmin(ReadOnlyAdmin):
 
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: Any = None) -> Any:
         extra_context = {**(extra_context or {}), "show_save": False, "show_save_and_continue": False}
+        if self.has_promote_permission(request):
+            extra_context["promote_url"] = reverse("admin:evals_goldencase_promote", args=[object_id])
         return super().change_view(request, object_id, form_url, extra_context)
+
+    def has_promote_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(PROMOTE_PERMISSION)
 
     @admin.action(description="Cancel selected runs", permissions=["change"])
     def cancel_runs(self, request: HttpRequest, queryset: QuerySet[Run]) -> None:
