@@ -150,3 +150,46 @@ def test_an_operator_cleans_up_a_live_sandbox_in_the_browser(browser, tmp_path):
     finally:
         harness.close()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_a_failed_run_becomes_a_regression_test_in_two_clicks(browser, tmp_path):
+    harness = Harness(tmp_path).start()
+    try:
+        password = harness.manage("ensureadmin").stdout.split("password '")[1].split("'")[0]
+        client = harness.client(harness.api_key("alice"))
+        run = client.post("/api/runs", json={"input": "What is 2 ** 100?", "agent": "calculator", "model": "offline"})
+        answer = harness.wait_for(client, run.json()["id"], ("succeeded",))
+        assert "exponent too large" in answer["output"]
+
+        page = browser.new_page()
+        page.goto(f"{harness.base_url}/admin/")
+        page.fill("#id_username", "admin")
+        page.fill("#id_password", password)
+        page.click("input[type=submit]")
+        page.wait_for_selector("text=Operations")
+        page.goto(f"{harness.base_url}/admin/runs/run/")
+        page.click(f"text={answer['id']}")
+
+        page.click("text=Promote to golden")  # click 1
+        assert page.input_value("#id_actual_output") == answer["output"]
+        assert "2 model response(s) recorded" in page.content()
+        page.fill("#id_dataset", "regressions")
+        page.fill("#id_expected_output", "2 ** 100 = 1267650600228229401496703205376")
+        page.select_option("#id_output_match", "exact")
+        page.screenshot(path=str(tmp_path / "promote.png"), full_page=True)
+        page.click("input[name=_save]")  # click 2
+        page.wait_for_selector("text=to golden case")
+        assert "regressions" in page.content() and "gold_" in page.url
+
+        gate = harness.manage("eval", "--dataset", "regressions", check=False)
+        assert gate.returncode == 1
+        assert "output is not exactly '2 ** 100 = 1267650600228229401496703205376'" in gate.stdout
+
+        # The failing result is readable at a glance in the admin, with a link to the run it produced.
+        page.goto(f"{harness.base_url}/admin/evals/evalresult/?passed__exact=0")
+        page.wait_for_selector("text=output is not exactly")
+        page.click("td.field-produced_run a")
+        page.wait_for_selector("text=run.succeeded")
+        assert "Eval" in page.content() or "eval" in page.content()
+    finally:
+        harness.close()
