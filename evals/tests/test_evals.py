@@ -276,3 +276,46 @@ def test_eval_results_show_reasons_and_link_runs(client, operator, alice):
     listing = client.get(reverse("admin:evals_evalresult_changelist") + "?passed__exact=0").content.decode()
     assert "does not contain" in listing
     assert "0/1 (0%)" in client.get(reverse("admin:evals_evalrun_changelist")).content.decode()
+
+
+def test_editing_a_case_in_the_admin_makes_a_new_version(client, operator, alice):
+    case = promoted(alice, operator, agent="calculator", input="What is 7 * 7?")
+    client.force_login(operator)
+    url = reverse("admin:evals_goldencase_change", args=[quote(case.pk)])
+    page = client.get(url)
+    assert page.status_code == 200
+    form = page.context["adminform"].form
+    data = {}
+    for name, field in form.fields.items():
+        value = form.initial.get(name, field.initial)
+        if name in ("history", "assertions", "expected_tools", "forbidden_tools", "cassette", "tags"):
+            value = json.dumps(value)
+        if isinstance(value, bool):
+            if value:
+                data[name] = "on"
+            continue
+        data[name] = "" if value is None else value
+    data["dataset"] = case.dataset_id
+    data["expected_output"] = "7 * 7 = 49 exactly"
+    data.update(
+        {
+            "versions-TOTAL_FORMS": "1",
+            "versions-INITIAL_FORMS": "1",
+            "versions-MIN_NUM_FORMS": "0",
+            "versions-MAX_NUM_FORMS": "1000",
+            "versions-0-id": case.versions.get().pk,
+            "versions-0-case": case.pk,
+        }
+    )
+    response = client.post(url, data)
+    assert response.status_code == 302, response.content.decode()[:3000]
+    case.refresh_from_db()
+    assert case.version == 2 and case.expected_output == "7 * 7 = 49 exactly"
+    assert [v.data["expected_output"] for v in case.versions.order_by("version")] == [
+        "7 * 7 = 49",
+        "7 * 7 = 49 exactly",
+    ]
+    assert AuditLog.objects.filter(action="golden.edited", target_id=case.pk, actor_label="operator").exists()
+    bad = {**data, "assertions": '[{"type": "nope"}]'}
+    assert client.post(url, bad).status_code == 200
+    assert GoldenCase.objects.get(pk=case.pk).version == 2
