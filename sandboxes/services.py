@@ -320,6 +320,11 @@ async def sandbox_close(opened: OpenSandbox, *, run: Run, reason: str) -> dict[s
     policy = SandboxPolicy.from_settings()
     outputs: dict[str, Any] = {"saved": [], "skipped": []}
     try:
+        # Nothing may still be writing while the outputs are read.
+        await opened.session.pty_terminate_all()
+    except Exception:
+        logger.warning("sandbox processes could not be stopped before collecting outputs", exc_info=True)
+    try:
         outputs = await _collect_outputs(opened, run, policy)
     except Exception as exc:
         logger.exception("sandbox outputs could not be collected", extra={"sandbox_id": opened.row.pk})
