@@ -44,6 +44,8 @@ def e2b(monkeypatch, bwrap):
     )
     for name, value in SECRETS.items():
         monkeypatch.setenv(name, value)
+    # The provider exports the key for the e2b package; this restores the environment afterwards.
+    monkeypatch.setenv("E2B_API_KEY", "")
     monkeypatch.setenv("MY_TOOL_HOME", "/opt/tool")
     with override_settings(
         SANDBOX_PROVIDER="e2b",
