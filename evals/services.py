@@ -245,7 +245,7 @@ def eval_run(
 def _run_case(
     evaluation: EvalRun, case: GoldenCase, version: GoldenCaseVersion, attempt: int, user: User, mode: str
 ) -> EvalResult:
-    from runs.executor import run_execute
+    from execution.executor import run_execute
     from runs.services import run_create
 
     data = version.data

@@ -66,6 +66,7 @@ INSTALLED_APPS = [
     "audit",
     "accounts",
     "runs",
+    "execution",
     "artifacts",
     "sandboxes",
     "evals",

@@ -85,7 +85,7 @@ class Run(models.Model):
     trace_id = models.CharField(max_length=64, blank=True)
     # The last event sequence number handed out; see runs.events.
     event_seq = models.PositiveIntegerField(default=0)
-    # The model calls as recorded (runs.cassette): what a golden eval row replays.
+    # The model calls as recorded (execution.cassette): what a golden eval row replays.
     model_calls = models.JSONField(default=list, blank=True)
     # Where the run came from: the API, or the eval runner.
     origin = models.CharField(max_length=16, default="api", db_index=True)

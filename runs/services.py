@@ -72,7 +72,7 @@ def run_enqueue(run_id: str) -> None:
     from django_q.tasks import async_task
 
     async_task(
-        "runs.tasks.execute_run",
+        "execution.tasks.execute_run",
         run_id,
         task_name=f"run {run_id}",
         q_options={"timeout": settings.Q_CLUSTER["timeout"]},

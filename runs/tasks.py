@@ -3,12 +3,6 @@
 from __future__ import annotations
 
 
-def execute_run(run_id: str) -> str | None:
-    from runs.executor import run_execute
-
-    return run_execute(run_id)
-
-
 def reap_runs() -> dict[str, list[str]]:
     from runs.services import run_reap
 

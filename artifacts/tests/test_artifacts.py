@@ -22,7 +22,7 @@ from artifacts.storage import InvalidName, artifact_storage, presigned_url
 from audit.models import AuditLog
 from audit.services import Actor
 from conftest import make_run
-from runs.executor import run_execute
+from execution.executor import run_execute
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -13,7 +13,7 @@ import pytest
 from conftest import make_run
 from evals.models import GoldenCase
 from evals.services import golden_promote
-from runs.executor import run_execute
+from execution.executor import run_execute
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

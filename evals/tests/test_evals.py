@@ -15,8 +15,8 @@ from audit.services import Actor
 from conftest import make_run
 from evals.models import Dataset, EvalRun, GoldenCase, GoldenCaseVersion
 from evals.services import EvalError, eval_run, golden_promote, golden_save
+from execution.executor import run_execute
 from runs import registry
-from runs.executor import run_execute
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -8,7 +8,7 @@ from django.db import connection
 from audit.models import AuditLog
 from conftest import make_run
 from evals import graders
-from runs.executor import run_execute
+from execution.executor import run_execute
 from runs.models import RunEvent, Span
 
 

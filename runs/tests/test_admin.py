@@ -9,7 +9,7 @@ from django.urls import reverse
 from accounts.models import ApiKey
 from audit.models import AuditLog
 from conftest import make_run
-from runs.executor import run_execute
+from execution.executor import run_execute
 from runs.models import Run
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -9,9 +9,9 @@ from django.test import override_settings
 
 from audit.models import AuditLog
 from conftest import make_principal, make_run
+from execution.executor import run_execute
 from harness_site.logs import JsonFormatter
 from harness_site.redaction import redact
-from runs.executor import run_execute
 from runs.models import RunEvent, Span
 from runs.tests.fake_openai import FakeOpenAI
 

@@ -18,8 +18,8 @@ from django.utils import timezone
 from audit.models import AuditLog
 from audit.services import Actor
 from conftest import make_run
+from execution.executor import run_execute
 from runs import services as run_services
-from runs.executor import run_execute
 from runs.models import Run
 from sandboxes.models import Sandbox
 from sandboxes.services import sandboxes_reap

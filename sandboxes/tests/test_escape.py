@@ -25,7 +25,7 @@ from django.test import override_settings
 from artifacts.models import Artifact
 from audit.models import AuditLog
 from conftest import make_run
-from runs.executor import run_execute
+from execution.executor import run_execute
 from runs.models import Run
 from sandboxes.bwrap import SANDBOX_UID
 from sandboxes.models import Sandbox

@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from audit.models import AuditLog
 from conftest import make_run
-from runs.executor import run_execute
+from execution.executor import run_execute
 from runs.models import Run
 from sandboxes.models import Sandbox
 from sandboxes.services import ORPHAN_DIR_MIN_AGE_SECONDS, sandboxes_reap

@@ -16,7 +16,7 @@ class Command(QclusterCommand):
     help = "Run the background worker (django-q2 cluster) that executes runs and scheduled jobs."
 
     def handle(self, *args: Any, **options: Any) -> None:
-        from runs.executor import warm_up
+        from execution.executor import warm_up
 
         warm_up()
         super().handle(*args, **options)

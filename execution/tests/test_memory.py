@@ -4,7 +4,7 @@ import pytest
 from asgiref.sync import async_to_sync
 
 from conftest import make_run
-from runs.memory import DjangoSession
+from execution.memory import DjangoSession
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -22,15 +22,15 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import close_old_connections
 
+from execution.cassette import CassetteModel, RecordingModel, ReplayDiverged
+from execution.memory import DjangoSession
+from execution.offline import OFFLINE_MODEL, OfflineModel
+from execution.tracing import processor, trace_rows, tracing_install
 from harness_site.logs import run_logging_context
 from harness_site.redaction import redact
 from runs import events, services
-from runs.cassette import CassetteModel, RecordingModel, ReplayDiverged
-from runs.memory import DjangoSession
 from runs.models import Run
-from runs.offline import OFFLINE_MODEL, OfflineModel
 from runs.registry import AgentSpec, agent_get
-from runs.tracing import processor, trace_rows, tracing_install
 from sandboxes.services import OpenSandbox, SandboxError, sandbox_close, sandbox_open
 
 logger = logging.getLogger(__name__)

@@ -14,11 +14,11 @@ from django.utils import timezone
 from audit.models import AuditLog
 from audit.services import Actor
 from conftest import make_run
+from execution.executor import run_execute
+from execution.memory import DjangoSession
+from execution.offline import OfflineModel
 from runs import services
-from runs.executor import run_execute
-from runs.memory import DjangoSession
 from runs.models import Run, SessionItem, Span, Trace
-from runs.offline import OfflineModel
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -6,7 +6,7 @@ import pytest
 from django.test import override_settings
 
 from conftest import make_run
-from runs.executor import run_execute
+from execution.executor import run_execute
 from runs.models import Span
 from runs.tests.fake_openai import FakeOpenAI
 

@@ -23,7 +23,7 @@ from agents.testing import ModelStep
 from openai.types.responses import ResponseCompletedEvent, ResponseOutputItem
 from pydantic import TypeAdapter
 
-from runs.offline import StepModel, model_step
+from execution.offline import StepModel, model_step
 
 _OUTPUT_ITEM: TypeAdapter[Any] = TypeAdapter(ResponseOutputItem)
 
