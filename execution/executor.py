@@ -1,31 +1,29 @@
-"""Execute one run in a worker: the agent loop with the SDK, events, leases, outcome.
+"""Execute one claimed run on the worker's event loop: the agent loop with the SDK, its
+events, its sandbox, its outcome.
 
-The route handler never gets here; a django-q2 worker calls `run_execute(run_id)`.
+The run engine (execution/engine.py) hosts many of these at once; `run_execute` runs
+one to the end on a loop of its own (tests, the eval runner).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import socket
 import time
-import uuid
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agents import Agent, ItemHelpers, Model, ModelProvider, MultiProvider, RunConfig, Runner
 from agents.models.openai_provider import OpenAIProvider
 from agents.run_config import SandboxRunConfig
 from agents.tracing import gen_trace_id
-from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import close_old_connections
 
+from audit.services import Actor
+from common.limits import clip_data, clip_text
 from execution.cassette import CassetteModel, RecordingModel, ReplayDiverged
-from execution.memory import DjangoSession
+from execution.memory import RunMemory
 from execution.offline import OFFLINE_MODEL, OfflineModel
-from execution.tracing import processor, trace_rows, tracing_install
+from execution.tracing import processor, trace_rows
 from harness_site.logs import run_logging_context
 from harness_site.redaction import redact
 from runs import events, services
@@ -33,17 +31,14 @@ from runs.models import Run
 from runs.registry import AgentSpec, agent_get
 from sandboxes.services import OpenSandbox, SandboxError, sandbox_close, sandbox_open
 
-logger = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from execution.engine import Engine, InFlight
 
-TOOL_OUTPUT_LIMIT = 16_000
+logger = logging.getLogger(__name__)
 
 
 class ModelUnavailable(Exception):
     """The run's model cannot be used with this configuration."""
-
-
-def new_worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 def agent_for_run(
@@ -65,14 +60,26 @@ def agent_for_run(
                 f"OPENAI_API_KEY is not set, so model {model!r} cannot be called. Set OPENAI_API_KEY "
                 f'(and OPENAI_BASE_URL for an OpenAI-compatible server), or run with model "offline".'
             )
-        provider = OpenAIProvider(
+        provider = _openai_provider()
+        inner = provider.get_model(model)
+    recorder = RecordingModel(inner)
+    return spec.build(recorder), provider, recorder
+
+
+_providers: dict[tuple[str, str, str], OpenAIProvider] = {}
+
+
+def _openai_provider() -> OpenAIProvider:
+    """One provider (and so one HTTP client and its connection pool) per process and configuration."""
+    key = (settings.OPENAI_API_KEY, settings.OPENAI_BASE_URL, settings.HARNESS_OPENAI_API)
+    provider = _providers.get(key)
+    if provider is None:
+        provider = _providers[key] = OpenAIProvider(
             api_key=settings.OPENAI_API_KEY,
             base_url=settings.OPENAI_BASE_URL or None,
             use_responses=settings.HARNESS_OPENAI_API == "responses",
         )
-        inner = provider.get_model(model)
-    recorder = RecordingModel(inner)
-    return spec.build(recorder), provider, recorder
+    return provider
 
 
 def usage_dict(usage: Any) -> dict[str, int]:
@@ -85,7 +92,7 @@ def usage_dict(usage: Any) -> dict[str, int]:
 
 
 def translate_event(event: Any, tool_names: dict[str, str]) -> events.EventSpec | None:
-    """An SDK stream event as a run event, or None for events the log does not keep."""
+    """An SDK stream event as a run event (texts capped), or None for events the log does not keep."""
     if event.type == "agent_updated_stream_event":
         return events.AGENT_UPDATED, {"agent": event.new_agent.name}
     if event.type != "run_item_stream_event":
@@ -96,133 +103,164 @@ def translate_event(event: Any, tool_names: dict[str, str]) -> events.EventSpec 
         call_id = getattr(raw, "call_id", None) or getattr(raw, "id", "") or ""
         name = str(getattr(raw, "name", None) or getattr(raw, "type", "tool"))
         tool_names[call_id] = name
-        return events.TOOL_CALLED, {"call_id": call_id, "name": name, "arguments": getattr(raw, "arguments", None)}
+        return events.TOOL_CALLED, {
+            "call_id": call_id,
+            "name": name,
+            "arguments": clip_data(getattr(raw, "arguments", None)),
+        }
     if event.name == "tool_output":
         call_id = raw.get("call_id", "") if isinstance(raw, dict) else getattr(raw, "call_id", "")
-        output = str(item.output)
+        output, truncated = clip_text(str(item.output))
         return events.TOOL_OUTPUT, {
             "call_id": call_id,
             "name": tool_names.get(call_id, ""),
-            "output": output[:TOOL_OUTPUT_LIMIT],
-            "truncated": len(output) > TOOL_OUTPUT_LIMIT,
+            "output": output,
+            "truncated": truncated,
         }
     if event.name == "message_output_created":
-        return events.MESSAGE, {"text": ItemHelpers.text_message_output(item)}
+        text, truncated = clip_text(ItemHelpers.text_message_output(item))
+        return events.MESSAGE, {"text": text, **({"truncated": True} if truncated else {})}
     if event.name in ("handoff_requested", "handoff_occured"):
         return events.HANDOFF, {"stage": event.name, "agent": item.agent.name}
     return None
 
 
 class EventWriter:
-    """Appends a run's events from the event loop without blocking it.
+    """Gathers a run's events on the event loop and writes them in batches.
 
-    Events are queued; one writer task drains the queue in batches, so while a
-    write is in flight new events gather into the next batch. Text deltas are
-    merged and written at most every HARNESS_STREAM_COALESCE_MS (a long answer
-    costs a write per interval, not per token); any other event is written at
-    once, with the deltas before it. If a batch is refused the run is no longer
-    ours (cancelled or reaped) and `lost` is set.
+    The first event of a batch starts a timer of HARNESS_STREAM_COALESCE_MS; every event
+    that arrives before it fires joins the batch, so a run costs a write per interval,
+    not per event or token (text deltas are merged into one event per batch). What is
+    still pending when the run ends is written with its outcome, in the same
+    transaction as the final event. If a batch is refused the run is no longer this
+    worker's (cancelled or reaped) and `lost` is set.
+    Text deltas stop being stored once a run has stored HARNESS_MAX_STORED_CHARS of them
+    (the last one says so); the message itself is stored, capped, all the same.
     """
 
-    def __init__(self, run_id: str, worker_id: str) -> None:
-        self.run_id, self.worker_id = run_id, worker_id
+    def __init__(self, run_id: str, worker_id: str, engine: Engine) -> None:
+        self.run_id, self.worker_id, self.engine = run_id, worker_id, engine
         self.pending: list[events.EventSpec] = []
-        self.wake = asyncio.Event()
         self.coalesce = settings.HARNESS_STREAM_COALESCE_MS / 1000
         self.timer: asyncio.TimerHandle | None = None
-        self.closing = False
+        self.flushing: asyncio.Task[None] | None = None
         self.lost = False
-        self.task = asyncio.create_task(self._drain())
+        self.delta_chars = 0
+        self.deltas_capped = False
 
     def emit(self, kind: str, data: dict[str, Any]) -> None:
         self.pending.append((kind, data))
-        self.wake.set()
+        self._schedule()
 
     def emit_delta(self, text: str) -> None:
+        if self.deltas_capped:
+            return
+        self.delta_chars += len(text)
+        if self.delta_chars > settings.HARNESS_MAX_STORED_CHARS:
+            self.deltas_capped = True
+            text = "[truncated: further text deltas of this run are not stored; see its message]"
         if self.pending and self.pending[-1][0] == events.TEXT_DELTA:
             self.pending[-1][1]["text"] += text
         else:
             # When the first merged token left the model: clients measure their lag with it.
             self.pending.append((events.TEXT_DELTA, {"text": text, "emitted_at": round(time.time(), 6)}))
+        if self.deltas_capped:
+            self.pending[-1][1]["truncated"] = True
         self._schedule()
 
     def _schedule(self) -> None:
-        if self.timer is None:
+        if self.timer is None and self.flushing is None:
             self.timer = asyncio.get_running_loop().call_later(self.coalesce, self._fire)
 
     def _fire(self) -> None:
         self.timer = None
-        self.wake.set()
+        if self.pending and not self.lost:
+            self.flushing = asyncio.get_running_loop().create_task(self._flush())
 
-    def _only_deltas_pending(self) -> bool:
-        return all(kind == events.TEXT_DELTA for kind, _ in self.pending)
+    async def _flush(self) -> None:
+        try:
+            batch, self.pending = self.pending, []
+            ok = await self.engine.db(
+                services.run_record_events, run_id=self.run_id, worker_id=self.worker_id, batch=batch
+            )
+            self.lost = self.lost or not ok
+        finally:
+            self.flushing = None
+            if self.pending and not self.lost:
+                self._schedule()
 
-    async def _drain(self) -> None:
-        while True:
-            await self.wake.wait()
-            self.wake.clear()
-            while self.pending and not self.lost:
-                if self.timer is not None and self._only_deltas_pending() and not self.closing:
-                    break  # deltas wait for their interval
-                if self.timer is not None:
-                    self.timer.cancel()
-                    self.timer = None
-                batch, self.pending = self.pending, []
-                ok = await sync_to_async(services.run_record_events)(
-                    run_id=self.run_id, worker_id=self.worker_id, batch=batch
-                )
-                self.lost = self.lost or not ok
-            if self.closing:
-                return
-
-    async def close(self) -> None:
-        self.closing = True
-        self.wake.set()
-        await self.task
-
-
-@dataclass
-class Watch:
-    """Why the run was stopped from outside, if it was."""
-
-    stopped: str | None = None
+    async def close(self) -> list[events.EventSpec]:
+        """Stop writing; the events not yet written, for the outcome's transaction."""
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        while self.flushing is not None:
+            await asyncio.shield(self.flushing)
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        pending, self.pending = self.pending, []
+        return [] if self.lost else pending
 
 
-async def _watch(run: Run, worker_id: str, result: Any, watch: Watch) -> None:
-    """Stop the run when its status changes (cancel) and keep the lease alive."""
-    loop = asyncio.get_running_loop()
-    heartbeat_every = settings.HARNESS_RUN_LEASE_SECONDS / 3
-    next_heartbeat = loop.time() + heartbeat_every
-    while True:
-        await asyncio.sleep(settings.HARNESS_CANCEL_CHECK_SECONDS)
-        status = await sync_to_async(services.run_status)(run_id=run.id)
-        alive = status == Run.Status.RUNNING
-        if alive and loop.time() >= next_heartbeat:
-            alive = await sync_to_async(services.run_heartbeat)(run_id=run.id, worker_id=worker_id)
-            next_heartbeat = loop.time() + heartbeat_every
-        if not alive:
-            watch.stopped = status or "deleted"
-            logger.info("run stopped from outside", extra={"status": status})
-            result.cancel(mode="immediate")
-            return
+async def execute_claimed(
+    engine: Engine, handle: InFlight, claim: services.Claim, replay: list[dict[str, Any]] | None = None
+) -> str | None:
+    """Execute a claimed run to its end and record the outcome. Returns the final status
+    this worker recorded, or None if the run had been ended elsewhere."""
+    run = claim.run
+    with run_logging_context(run.id):
+        logger.info("run started", extra={"agent": run.agent, "model": run.model, "attempt": run.attempts})
+        spec = agent_get(run.agent)
+        writer = EventWriter(run.id, handle.token, engine)
+        memory = RunMemory(run.session_id, history=claim.history)
+        if spec is None:
+            outcome = services.RunOutcome(
+                status=Run.Status.FAILED, error=f"agent {run.agent!r} is no longer in the registry"
+            )
+        else:
+            outcome = await _run_agent(engine, handle, run, spec, writer, memory, replay)
+        if outcome.status == Run.Status.SUCCEEDED and outcome.output is not None:
+            await _cap_output(engine, run, outcome, handle.token)
+        pending = await writer.close()
+        handle.finishing = True
+        recorded = await engine.db(
+            services.run_finish,
+            run_id=run.id,
+            worker_id=handle.token,
+            outcome=outcome,
+            pending=pending,
+            memory=memory.changes,
+        )
+        logger.info(
+            "run finished",
+            extra={
+                "status": outcome.status if recorded else "superseded",
+                "usage": outcome.usage,
+                "error": outcome.error or None,
+            },
+        )
+        return outcome.status if recorded else None
 
 
-async def _execute_claimed(
-    run: Run, spec: AgentSpec, worker_id: str, replay: list[dict[str, Any]] | None = None
+async def _run_agent(
+    engine: Engine,
+    handle: InFlight,
+    run: Run,
+    spec: AgentSpec,
+    writer: EventWriter,
+    memory: RunMemory,
+    replay: list[dict[str, Any]] | None,
 ) -> services.RunOutcome:
     trace_id = gen_trace_id()
-    writer = EventWriter(run.id, worker_id)
-    watch = Watch()
-    watcher: asyncio.Task[None] | None = None
     result: Any = None
-    sandbox: Any = None
+    sandbox: OpenSandbox | None = None
     recorder: RecordingModel | None = None
-    outcome: services.RunOutcome
+    outcome: services.RunOutcome | None = None
     try:
-        await sync_to_async(close_old_connections)()
         agent, provider, recorder = agent_for_run(spec, run.model, replay)
         if spec.sandbox:
-            sandbox = await _sandbox_open(run, spec, worker_id, writer)
+            sandbox = await _sandbox_open(run, spec, handle.token, writer)
         run_config = RunConfig(
             model_provider=provider,
             workflow_name=f"harness:{spec.name}",
@@ -233,13 +271,11 @@ async def _execute_claimed(
             sandbox=SandboxRunConfig(session=sandbox.session) if sandbox is not None else None,
         )
         result = Runner.run_streamed(
-            agent,
-            run.input,
-            session=DjangoSession(run.session_id, run_id=run.id),
-            run_config=run_config,
-            max_turns=settings.HARNESS_RUN_MAX_TURNS,
+            agent, run.input, session=memory, run_config=run_config, max_turns=settings.HARNESS_RUN_MAX_TURNS
         )
-        watcher = asyncio.create_task(_watch(run, worker_id, result, watch))
+        handle.result = result
+        if handle.stopped:
+            result.cancel(mode="immediate")
         tool_names: dict[str, str] = {}
         async with asyncio.timeout(settings.HARNESS_RUN_TIMEOUT_SECONDS):
             async for sdk_event in result.stream_events():
@@ -250,8 +286,8 @@ async def _execute_claimed(
                 translated = translate_event(sdk_event, tool_names)
                 if translated is not None:
                     writer.emit(*translated)
-        if watch.stopped:
-            outcome = services.RunOutcome(status=Run.Status.CANCELLED, error=f"stopped: run is {watch.stopped}")
+        if handle.stopped:
+            outcome = services.RunOutcome(status=Run.Status.CANCELLED, error=f"stopped: run is {handle.stopped}")
         else:
             output = result.final_output
             outcome = services.RunOutcome(
@@ -270,24 +306,45 @@ async def _execute_claimed(
         logger.exception("run failed")
         outcome = services.RunOutcome(status=Run.Status.FAILED, error=redact(f"{type(exc).__name__}: {exc}"))
     finally:
-        if watcher is not None:
-            watcher.cancel()
         if sandbox is not None:
             # However the run ended: outputs become artifacts, then the sandbox is destroyed.
-            reason = _ending(locals().get("outcome"), watch)
+            reason = _ending(outcome, handle.stopped)
             outputs = await sandbox_close(sandbox, run=run, reason=reason)
             writer.emit(events.SANDBOX_STOPPED, {"sandbox_id": sandbox.row.pk, "reason": reason, **outputs})
-        await writer.close()
     if result is not None:
         outcome.usage = usage_dict(result.context_wrapper.usage)
     if recorder is not None:
-        outcome.model_calls = recorder.calls
+        outcome.model_calls = clip_data(recorder.calls)
     buffer = processor.pop(trace_id)
     if buffer is not None:
         outcome.trace, outcome.spans = trace_rows(buffer, run_id=run.id)
-    # Like the end of a request: the ORM thread's connection honours DATABASE_CONN_MAX_AGE.
-    await sync_to_async(close_old_connections)()
     return outcome
+
+
+async def _cap_output(engine: Engine, run: Run, outcome: services.RunOutcome, worker_id: str) -> None:
+    """An output over HARNESS_MAX_STORED_CHARS is stored capped; the whole of it becomes an artifact."""
+    if outcome.output is None:
+        return
+    clipped, truncated = clip_text(outcome.output)
+    if not truncated:
+        return
+    from artifacts.services import ArtifactError, artifact_save
+
+    try:
+        artifact = await engine.db(
+            artifact_save,
+            run=run,
+            name="output.txt",
+            content=outcome.output.encode(),
+            content_type="text/plain; charset=utf-8",
+            actor=Actor.worker(worker_id),
+        )
+    except ArtifactError as exc:
+        clipped += f"\n[the whole output could not be kept as an artifact: {exc}]"
+    else:
+        outcome.output_artifact_id = artifact.pk
+        clipped += f"\n[the whole output is artifact {artifact.pk} (output.txt)]"
+    outcome.output, outcome.output_truncated = clipped, True
 
 
 async def _sandbox_open(run: Run, spec: AgentSpec, worker_id: str, writer: EventWriter) -> OpenSandbox:
@@ -299,10 +356,10 @@ async def _sandbox_open(run: Run, spec: AgentSpec, worker_id: str, writer: Event
     return opened
 
 
-def _ending(outcome: services.RunOutcome | None, watch: Watch) -> str:
+def _ending(outcome: services.RunOutcome | None, stopped: str | None) -> str:
     """Why the sandbox is being closed, in the words of the run's ending."""
-    if watch.stopped:
-        return f"run stopped ({watch.stopped})"
+    if stopped:
+        return f"run stopped ({stopped})"
     if outcome is None:
         return "run interrupted"
     if outcome.status == Run.Status.FAILED and "timed out" in outcome.error:
@@ -325,38 +382,15 @@ def warm_up() -> None:
 
 
 def run_execute(run_id: str, *, replay: list[dict[str, Any]] | None = None) -> str | None:
-    """Claim and execute one run (synchronous entry point for the worker).
+    """Claim and execute one run to its end, on an event loop of its own (tests, evals).
 
     1. Claim it (QUEUED -> RUNNING, lease); if another worker or a cancel won, stop.
     2. Run the agent with Runner.run_streamed, appending events as they happen,
-       while a watcher extends the lease and stops the run on cancel.
+       while the engine's watcher extends the lease and stops the run on cancel.
     3. Write the outcome, usage, trace and spans, the final event and audit row.
     Returns the final status this worker recorded, or None if it recorded none.
     """
-    tracing_install()
-    worker_id = new_worker_id()
-    close_old_connections()
-    run = services.run_claim(run_id=run_id, worker_id=worker_id)
-    if run is None:
-        logger.info("run not claimed: already taken, cancelled or finished", extra={"run_id": run_id})
-        return None
-    with run_logging_context(run.id):
-        logger.info("run started", extra={"agent": run.agent, "model": run.model, "attempt": run.attempts})
-        spec = agent_get(run.agent)
-        if spec is None:
-            outcome = services.RunOutcome(
-                status=Run.Status.FAILED, error=f"agent {run.agent!r} is no longer in the registry"
-            )
-        else:
-            outcome = asyncio.run(_execute_claimed(run, spec, worker_id, replay))
-        recorded = services.run_finish(run_id=run.id, worker_id=worker_id, outcome=outcome)
-        logger.info(
-            "run finished",
-            extra={
-                "status": outcome.status if recorded else "superseded",
-                "usage": outcome.usage,
-                "error": outcome.error or None,
-            },
-        )
-        close_old_connections()
-        return outcome.status if recorded else None
+    from execution.engine import Engine
+
+    with run_logging_context(run_id):
+        return asyncio.run(Engine(concurrency=1).run_once(run_id, replay=replay))

@@ -8,7 +8,9 @@ from agents.memory import SessionABC
 from asgiref.sync import sync_to_async
 from django.db import transaction
 
+from common.limits import clip_data
 from runs.models import SessionItem
+from runs.services import MemoryChanges
 
 
 class DjangoSession(SessionABC):
@@ -61,3 +63,45 @@ class DjangoSession(SessionABC):
 
     async def clear_session(self) -> None:
         await sync_to_async(self.clear_session_sync)()
+
+
+class RunMemory(SessionABC):
+    """A run's view of its session's conversation, held in memory while the run executes.
+
+    The worker reads the session's items with its claim (one transaction) and writes
+    what the run changed with its outcome (`changes`, the same transaction as the final
+    event): no database round trip per turn, and a lost attempt leaves nothing behind.
+    Stored items are capped (HARNESS_MAX_STORED_CHARS per string, with a marker).
+    """
+
+    def __init__(self, session_id: str, *, history: list[tuple[int, Any]]) -> None:
+        self.session_id = session_id
+        self.session_settings = None
+        self._items: list[tuple[int | None, Any]] = list(history)
+        self.changes = MemoryChanges()
+
+    async def get_items(self, limit: int | None = None) -> list[Any]:
+        items = [item for _, item in self._items]
+        if limit is None:
+            return items
+        return items[-limit:] if limit > 0 else []
+
+    async def add_items(self, items: list[Any]) -> None:
+        for item in items:
+            stored = clip_data(item)
+            self._items.append((None, stored))
+            self.changes.added.append(stored)
+
+    async def pop_item(self) -> Any:
+        if not self._items:
+            return None
+        item_id, item = self._items.pop()
+        if item_id is None:
+            self.changes.added.pop()
+        else:
+            self.changes.removed_ids.append(item_id)
+        return item
+
+    async def clear_session(self) -> None:
+        self._items.clear()
+        self.changes = MemoryChanges(cleared=True)

@@ -124,8 +124,26 @@ def _database(url: str) -> dict[str, Any]:
     else:
         config.setdefault("OPTIONS", {})
         config["CONN_HEALTH_CHECKS"] = True
+        if DATABASE_POOL_SIZE and not config.get("CONN_MAX_AGE"):
+            # One pool per process bounds its connections: a request or a worker thread
+            # borrows one and gives it back; past `timeout` seconds of waiting the API
+            # answers 503 with Retry-After (harness_site.middleware). Django refuses a pool
+            # beside persistent connections (DATABASE_CONN_MAX_AGE > 0).
+            config["OPTIONS"]["pool"] = {
+                "min_size": 1,
+                "max_size": DATABASE_POOL_SIZE,
+                "timeout": DATABASE_POOL_TIMEOUT_SECONDS,
+                "name": "harness",
+            }
     return config
 
+
+# Postgres connections per process (0: no pool, a connection per thread). Web processes +
+# worker processes + job processes, each times this, must stay under the server's limit.
+DATABASE_POOL_SIZE = env_int("DATABASE_POOL_SIZE", 8, minimum=0)
+DATABASE_POOL_TIMEOUT_SECONDS = env_float("DATABASE_POOL_TIMEOUT_SECONDS", 5, minimum=0.1)
+# What a 503 from an unreachable or exhausted database tells clients to wait.
+HARNESS_RETRY_AFTER_SECONDS = env_int("HARNESS_RETRY_AFTER_SECONDS", 2, minimum=1)
 
 DATABASE_URL = env_secret("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'harness.sqlite3'}"
 DATABASES = {"default": _database(DATABASE_URL)}
@@ -330,12 +348,39 @@ HARNESS_WS_PING_TIMEOUT_SECONDS = env_int("HARNESS_WS_PING_TIMEOUT_SECONDS", 30,
 HARNESS_STREAM_MAX_BUFFER_BYTES = env_int("HARNESS_STREAM_MAX_BUFFER_BYTES", 1_048_576, minimum=1024)
 HARNESS_STREAM_STALL_SECONDS = env_float("HARNESS_STREAM_STALL_SECONDS", 30, minimum=0.1)
 
-# --- Background worker (django-q2) ----------------------------------------
+# --- Run engine and background jobs -----------------------------------------
+# Runs execute in worker processes (`manage.py runworker`), each hosting up to
+# HARNESS_WORKER_CONCURRENCY runs on one asyncio event loop (execution/engine.py).
+# Scheduled jobs (reaper, retention, nightly eval) run in a small django-q2 cluster.
 REDIS_URL = env_secret("REDIS_URL")
-HARNESS_WORKERS = env_int("HARNESS_WORKERS", 2, minimum=1)
+HARNESS_WORKERS = env_int("HARNESS_WORKERS", 1, minimum=1)
+HARNESS_WORKER_CONCURRENCY = env_int("HARNESS_WORKER_CONCURRENCY", 100, minimum=1)
+# Threads for synchronous tools (the SDK runs them with asyncio.to_thread): one per run
+# slot, so a tool that blocks never waits behind another run's. Created only when used.
+HARNESS_WORKER_THREADS = env_int("HARNESS_WORKER_THREADS", HARNESS_WORKER_CONCURRENCY, minimum=1)
+# Threads that do a worker's own database work (claims, event batches, outcomes).
+HARNESS_WORKER_DB_THREADS = env_int("HARNESS_WORKER_DB_THREADS", 4, minimum=1)
+# Runs of one principal executing at once, over every worker; the rest wait queued.
+HARNESS_PRINCIPAL_MAX_INFLIGHT = env_int("HARNESS_PRINCIPAL_MAX_INFLIGHT", 50, minimum=1)
+# On SIGTERM a worker takes no new runs and gives running ones this long to finish.
+HARNESS_WORKER_STOP_GRACE_SECONDS = env_float("HARNESS_WORKER_STOP_GRACE_SECONDS", 10, minimum=0)
+HARNESS_JOB_WORKERS = env_int("HARNESS_JOB_WORKERS", 1, minimum=1)
+# The broker queue (django-q2 list key) that carries runs to the run engine.
+HARNESS_RUN_QUEUE = "harness.runs"
+
+# --- Limits on what a run may store ---------------------------------------------
+# Every stored text (tool output, text deltas, messages, run output, session items,
+# span data) is cut at this many characters with a `truncated` marker; a longer run
+# output is kept whole as an artifact (`output.txt`).
+HARNESS_MAX_STORED_CHARS = env_int("HARNESS_MAX_STORED_CHARS", 65_536, minimum=1024)
+# What a tool's result may give back to the model, in characters.
+HARNESS_TOOL_OUTPUT_MAX_CHARS = env_int("HARNESS_TOOL_OUTPUT_MAX_CHARS", 16_000, minimum=256)
+# What the worker keeps of one sandbox command's stdout and stderr, in bytes (the rest is
+# read and dropped, so a command that prints gigabytes costs no memory).
+HARNESS_SANDBOX_OUTPUT_MAX_BYTES = env_int("HARNESS_SANDBOX_OUTPUT_MAX_BYTES", 1_048_576, minimum=4096)
 Q_CLUSTER = {
     "name": "harness",
-    "workers": HARNESS_WORKERS,
+    "workers": HARNESS_JOB_WORKERS,
     # A task is killed only well after the run's own timeout has failed it
     # cleanly; retries are the reaper's decision (leases), never the broker's.
     "timeout": int(HARNESS_RUN_TIMEOUT_SECONDS + 60),

@@ -4,14 +4,14 @@ plus its events and audit row, in one transaction; enqueueing happens on commit.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -68,15 +68,31 @@ def _record(*, run_id: str, event: events.EventSpec, action: str, actor: Actor, 
 
 
 def run_enqueue(run_id: str) -> None:
-    """Hand the run to the worker pool. Safe to repeat: only one worker can claim a run."""
+    """Hand the run to the run engines (its own broker queue). Safe to repeat: only one
+    worker can claim a run."""
     from django_q.tasks import async_task
 
     async_task(
         "execution.tasks.execute_run",
         run_id,
         task_name=f"run {run_id}",
-        q_options={"timeout": settings.Q_CLUSTER["timeout"]},
+        broker=run_broker(),
+        cluster=settings.HARNESS_RUN_QUEUE,
     )
+
+
+_brokers: dict[str, Any] = {}
+
+
+def run_broker() -> Any:
+    """The broker queue that carries runs, one client per process (not a connection per run)."""
+    from django_q.brokers import get_broker
+
+    key = f"{settings.HARNESS_RUN_QUEUE}|{settings.REDIS_URL}|{settings.Q_CLUSTER.get('orm', '')}"
+    broker = _brokers.get(key)
+    if broker is None:
+        broker = _brokers[key] = get_broker(settings.HARNESS_RUN_QUEUE)
+    return broker
 
 
 @transaction.atomic
@@ -166,9 +182,44 @@ def run_cancel(*, run: Run, actor: Actor, reason: str = "cancelled by request") 
     return run
 
 
+class PrincipalBusy(RunServiceError):
+    """The run's owner already has HARNESS_PRINCIPAL_MAX_INFLIGHT runs running."""
+
+    status_code = 429
+
+    def __init__(self, owner_id: int, inflight: int) -> None:
+        super().__init__(f"principal {owner_id} has {inflight} runs in flight")
+        self.owner_id = owner_id
+
+
+@dataclass
+class Claim:
+    """A run this worker now holds, with its session's conversation so far."""
+
+    run: Run
+    history: list[tuple[int, Any]]  # (SessionItem id, item), oldest first
+
+
 @transaction.atomic
-def run_claim(*, run_id: str, worker_id: str) -> Run | None:
-    """Take a queued run for this worker. None when another worker (or a cancel) got there first."""
+def run_claim(*, run_id: str, worker_id: str, principal_cap: int | None = None) -> Claim | None:
+    """Take a queued run for this worker, in one transaction with its event, audit row
+    and the session's items. None when another worker (or a cancel) got there first.
+
+    With `principal_cap`, raises PrincipalBusy while the owner has that many runs
+    running (on Postgres the owner's claims are serialised by an advisory lock, so
+    concurrent workers cannot overshoot the cap).
+    """
+    row = Run.objects.filter(pk=run_id, status=Run.Status.QUEUED).values_list("owner_id", flat=True).first()
+    if row is None:
+        return None
+    owner_id = int(row)
+    if principal_cap is not None:
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [CLAIM_LOCK_SPACE, owner_id])
+        inflight = Run.objects.filter(owner_id=owner_id, status=Run.Status.RUNNING).count()
+        if inflight >= principal_cap:
+            raise PrincipalBusy(owner_id, inflight)
     now = timezone.now()
     claimed = Run.objects.filter(pk=run_id, status=Run.Status.QUEUED).update(
         status=Run.Status.RUNNING,
@@ -190,20 +241,37 @@ def run_claim(*, run_id: str, worker_id: str) -> Run | None:
         actor=Actor.worker(worker_id),
         data={"attempt": run.attempts},
     )
-    return run
+    history = list(SessionItem.objects.filter(session_id=run.session_id).order_by("id").values_list("id", "data"))
+    return Claim(run=run, history=history)
+
+
+# pg_advisory_xact_lock(key1, key2): this namespace, the owner's id.
+CLAIM_LOCK_SPACE = 7_341
 
 
 def run_heartbeat(*, run_id: str, worker_id: str) -> bool:
     """Extend the worker's lease. False when the run is no longer this worker's to run."""
+    return run_heartbeat_many(worker_ids=[worker_id]) == 1
+
+
+def run_heartbeat_many(*, worker_ids: list[str]) -> int:
+    """Extend the leases of every run these claims still hold, in one statement."""
+    if not worker_ids:
+        return 0
     lease = timezone.now() + timedelta(seconds=settings.HARNESS_RUN_LEASE_SECONDS)
-    return (
-        Run.objects.filter(pk=run_id, status=Run.Status.RUNNING, worker_id=worker_id).update(lease_expires_at=lease)
-        == 1
-    )
+    return Run.objects.filter(status=Run.Status.RUNNING, worker_id__in=worker_ids).update(lease_expires_at=lease)
 
 
 def run_status(*, run_id: str) -> str | None:
     return Run.objects.filter(pk=run_id).values_list("status", flat=True).first()
+
+
+def run_states(*, run_ids: list[str]) -> dict[str, tuple[str, str]]:
+    """Status and holder of each run, in one query (the worker's watcher asks for all its runs)."""
+    return {
+        run_id: (status, worker_id)
+        for run_id, status, worker_id in Run.objects.filter(pk__in=run_ids).values_list("id", "status", "worker_id")
+    }
 
 
 def run_record_events(*, run_id: str, worker_id: str, batch: list[events.EventSpec]) -> bool:
@@ -215,6 +283,15 @@ def run_record_events(*, run_id: str, worker_id: str, batch: list[events.EventSp
 
 
 @dataclass
+class MemoryChanges:
+    """What a run did to its session's conversation, written with its outcome."""
+
+    added: list[Any] = field(default_factory=list)
+    removed_ids: list[int] = field(default_factory=list)
+    cleared: bool = False
+
+
+@dataclass
 class RunOutcome:
     status: str
     output: str | None = None
@@ -223,20 +300,38 @@ class RunOutcome:
     trace: Trace | None = None
     spans: list[Span] | None = None
     model_calls: list[dict[str, Any]] | None = None
+    # The output was over HARNESS_MAX_STORED_CHARS: the whole of it is this artifact.
+    output_truncated: bool = False
+    output_artifact_id: str = ""
 
 
 @transaction.atomic
-def run_finish(*, run_id: str, worker_id: str, outcome: RunOutcome) -> bool:
-    """Record how a run ended. False when it had already been ended elsewhere (a cancel,
-    the reaper); the usage and trace are facts all the same and are kept."""
+def run_finish(
+    *,
+    run_id: str,
+    worker_id: str,
+    outcome: RunOutcome,
+    pending: list[events.EventSpec] | None = None,
+    memory: MemoryChanges | None = None,
+) -> bool:
+    """Record how a run ended, in one transaction: the events still pending, the final
+    event, the outcome, usage, trace and spans, the session's new items and the audit row.
+
+    False when the run had already been ended elsewhere (a cancel, the reaper): its
+    pending events are then dropped (nothing follows a final event), while the usage,
+    trace and conversation are facts all the same and are kept.
+    """
     from harness_site.redaction import redact, redact_data
 
     if outcome.trace is not None:
         Trace.objects.bulk_create([outcome.trace], ignore_conflicts=True)
         Span.objects.bulk_create(outcome.spans or [], ignore_conflicts=True)
+    if memory is not None:
+        _memory_apply(run_id=run_id, memory=memory)
     usage = outcome.usage or {}
     error = redact(outcome.error)
     output = redact(outcome.output) if outcome.output is not None else None
+    model_calls = redact_data(outcome.model_calls or [])
     won = (
         Run.objects.filter(pk=run_id, status=Run.Status.RUNNING, worker_id=worker_id).update(
             status=outcome.status,
@@ -246,30 +341,49 @@ def run_finish(*, run_id: str, worker_id: str, outcome: RunOutcome) -> bool:
             finished_at=timezone.now(),
             lease_expires_at=None,
             trace_id=outcome.trace.id if outcome.trace else "",
-            model_calls=redact_data(outcome.model_calls or []),
+            model_calls=model_calls,
         )
         == 1
     )
     if not won:
         Run.objects.filter(pk=run_id).update(
-            usage=usage,
-            trace_id=outcome.trace.id if outcome.trace else "",
-            model_calls=redact_data(outcome.model_calls or []),
+            usage=usage, trace_id=outcome.trace.id if outcome.trace else "", model_calls=model_calls
         )
         return False
     data: dict[str, Any] = {"status": outcome.status, "usage": usage}
     if outcome.status == Run.Status.SUCCEEDED:
         data["output"] = output
+        if outcome.output_truncated:
+            data["truncated"] = True
+            data["output_artifact_id"] = outcome.output_artifact_id
     else:
         data["error"] = error
-    _record(
-        run_id=run_id,
-        event=(events.FINAL_TYPES[Run.Status(outcome.status)], data),
+    events.events_append(
+        run_id=run_id, events=[*(pending or []), (events.FINAL_TYPES[Run.Status(outcome.status)], data)]
+    )
+    audit_record(
         action=f"run.{outcome.status}",
         actor=Actor.worker(worker_id),
+        target_type="run",
+        target_id=run_id,
+        run_id=run_id,
         data={"error": error} if error else {"usage": usage},
     )
     return True
+
+
+def _memory_apply(*, run_id: str, memory: MemoryChanges) -> None:
+    session_id = Run.objects.filter(pk=run_id).values_list("session_id", flat=True).first()
+    if session_id is None:
+        return
+    if memory.cleared:
+        SessionItem.objects.filter(session_id=session_id).delete()
+    elif memory.removed_ids:
+        SessionItem.objects.filter(session_id=session_id, pk__in=memory.removed_ids).delete()
+    if memory.added:
+        SessionItem.objects.bulk_create(
+            SessionItem(session_id=session_id, run_id=run_id, data=item) for item in memory.added
+        )
 
 
 @dataclass

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from asgiref.sync import async_to_sync, sync_to_async
@@ -43,23 +43,38 @@ def event_payload(event: RunEvent) -> dict[str, Any]:
     return {"seq": event.seq, "type": event.type, "data": event.data}
 
 
+Publisher = Callable[[str, dict[str, Any]], None]
+_publisher: Publisher | None = None
+
+
+def set_publisher(publisher: Publisher | None) -> None:
+    """Route this process's live events through `publisher` (the run engine sends them from
+    its own event loop and channel-layer connection); None restores the default."""
+    global _publisher
+    _publisher = publisher
+
+
+async def publish(run_id: str, message: dict[str, Any]) -> None:
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    try:
+        await layer.group_send(group_name(run_id), message)
+    except Exception as exc:
+        # The database log stays the truth; followers re-read it on their next idle tick.
+        logger.warning("live publish failed", extra={"run_id": run_id, "error": type(exc).__name__})
+
+
 def events_publish_on_commit(run_id: str, rows: list[RunEvent]) -> None:
     """After the transaction that wrote `rows` commits, send them to live listeners."""
     if not rows or not settings.CHANNEL_LAYERS:
         return
     message = {"type": "run.events", "events": [event_payload(row) for row in rows]}
-
-    def publish() -> None:
-        layer = get_channel_layer()
-        if layer is None:
-            return
-        try:
-            async_to_sync(layer.group_send)(group_name(run_id), message)
-        except Exception as exc:
-            # The database log stays the truth; followers re-read it on their next idle tick.
-            logger.warning("live publish failed", extra={"run_id": run_id, "error": type(exc).__name__})
-
-    transaction.on_commit(publish)
+    publisher = _publisher
+    if publisher is not None:
+        transaction.on_commit(lambda: publisher(run_id, message))
+    else:
+        transaction.on_commit(lambda: async_to_sync(publish)(run_id, message))
 
 
 def stream_token_issue(*, run_id: str, user_id: int) -> str:

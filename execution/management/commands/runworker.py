@@ -1,22 +1,60 @@
-"""The background worker: django-q2's qcluster, with the Agents SDK loaded first.
+"""The background worker: HARNESS_WORKERS run-engine processes and the django-q2 cluster
+that runs scheduled jobs (reaper, retention, nightly eval).
 
-Importing the SDK costs seconds of CPU, and a first run pays again for building
-its schemas. Doing both once in the cluster's parent means every worker process
-it forks (and re-forks on recycle) starts warm, so no run waits for them.
+A child that dies is started again after a pause (its runs are the reaper's to retry
+or fail, by their leases); SIGTERM or SIGINT stops them all, giving runs in flight
+HARNESS_WORKER_STOP_GRACE_SECONDS to finish.
 """
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import time
 from typing import Any
 
-from django_q.management.commands.qcluster import Command as QclusterCommand
+from django.conf import settings
+from django.core.management.base import BaseCommand
+
+RESTART_DELAY_SECONDS = 1.0
 
 
-class Command(QclusterCommand):
-    help = "Run the background worker (django-q2 cluster) that executes runs and scheduled jobs."
+class Command(BaseCommand):
+    help = "Run the background worker: the run engine processes and the scheduled-jobs cluster."
 
     def handle(self, *args: Any, **options: Any) -> None:
-        from execution.executor import warm_up
+        commands = {f"engine-{n}": "runengine" for n in range(1, settings.HARNESS_WORKERS + 1)}
+        commands["jobs"] = "qcluster"
+        children = {name: self._start(command) for name, command in commands.items()}
+        stopping = False
 
-        warm_up()
-        super().handle(*args, **options)
+        def stop(signum: int, frame: Any) -> None:
+            nonlocal stopping
+            stopping = True
+
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGTERM, stop)
+        while not stopping:
+            for name, child in list(children.items()):
+                code = child.poll()
+                if code is not None and not stopping:
+                    self.stderr.write(f"worker: {name} exited with code {code}; starting it again.")
+                    time.sleep(RESTART_DELAY_SECONDS)
+                    children[name] = self._start(commands[name])
+            time.sleep(0.2)
+        for child in children.values():
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + settings.HARNESS_WORKER_STOP_GRACE_SECONDS + 10
+        for child in children.values():
+            try:
+                child.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+
+    def _start(self, command: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(  # noqa: S603 (our own interpreter and manage.py, no user input)
+            [sys.executable, "manage.py", command], cwd=settings.BASE_DIR
+        )

@@ -1,0 +1,1 @@
+"""The ground floor: small helpers every app may use, importing no app."""

@@ -1,0 +1,373 @@
+"""The run engine: many runs at once on one asyncio event loop per worker process.
+
+How django-q2 feeds it: `run_enqueue` puts each run on its own broker queue
+(HARNESS_RUN_QUEUE: a list in Redis with REDIS_URL, rows of django-q2's ORM queue
+otherwise). The engine's feeder takes a task from that queue only while it has a
+free slot (HARNESS_WORKER_CONCURRENCY), so a full worker takes nothing and queued
+runs wait in the broker for whichever worker frees a slot first. Scheduled jobs
+(reaper, retention, nightly eval) stay on django-q2's ordinary cluster.
+
+Per process, not per run:
+- one feeder (a thread blocked on the broker, so the loop never is);
+- one watcher thread that, every HARNESS_CANCEL_CHECK_SECONDS, reads the status of
+  every run in flight in one query (cancel, reaped) and, every third of the lease,
+  renews every lease in one UPDATE. It is a thread so leases stay alive while the
+  loop is busy; it stops renewing a run past its timeout, so a wedged run is reaped;
+- a few database threads (HARNESS_WORKER_DB_THREADS) for claims, event batches and
+  outcomes, each keeping its connection;
+- a thread pool for synchronous tools (HARNESS_WORKER_THREADS), each call giving its
+  database connection back when it ends.
+A run's owner may have at most HARNESS_PRINCIPAL_MAX_INFLIGHT runs running over all
+workers; a run over that cap is held (not in a slot) and claimed once the owner has
+room, so one principal's burst cannot take every slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import itertools
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.db import DatabaseError, close_old_connections, connection
+
+from execution.executor import execute_claimed
+from execution.tracing import tracing_install
+from runs import services
+from runs.models import Run
+from runs.streams import publish, set_publisher
+
+logger = logging.getLogger(__name__)
+
+# Runs held back by the principal cap, per worker, as a multiple of its slots: past
+# that the feeder waits too.
+HELD_PER_SLOT = 10
+HELD_RETRY_SECONDS = 0.5
+
+
+def new_worker_id() -> str:
+    return f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+@dataclass
+class InFlight:
+    """A run this worker holds: its claim token (the run row's worker_id) and how to stop it."""
+
+    run_id: str
+    token: str
+    deadline: float  # time.monotonic(): past it the watcher stops renewing the lease
+    owner_id: int | None = None
+    claimed: bool = False
+    finishing: bool = False  # its outcome is being written: the watcher leaves it alone
+    result: Any = None  # the SDK's RunResultStreaming, once started
+    stopped: str | None = None  # why it was stopped from outside
+
+
+class ToolThreads(ThreadPoolExecutor):
+    """The loop's default executor (the SDK runs sync tools with asyncio.to_thread):
+    each call gives its database connection back to the pool when it ends."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        return super().submit(_then_release_connection, fn, *args, **kwargs)
+
+
+def _then_release_connection[R](fn: Callable[..., R], *args: Any, **kwargs: Any) -> R:
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        close_old_connections()
+
+
+def _db_call[R](fn: Callable[..., R], *args: Any, **kwargs: Any) -> R:
+    try:
+        return fn(*args, **kwargs)
+    except DatabaseError:
+        # A broken connection must not poison this thread's next job.
+        if connection.connection is not None and not connection.is_usable():
+            connection.close()
+        raise
+
+
+class Engine:
+    def __init__(self, *, concurrency: int | None = None, principal_cap: int | None = None) -> None:
+        self.worker_id = new_worker_id()
+        self.concurrency = concurrency or settings.HARNESS_WORKER_CONCURRENCY
+        self.principal_cap = principal_cap or settings.HARNESS_PRINCIPAL_MAX_INFLIGHT
+        self.inflight: dict[str, InFlight] = {}
+        self.lock = threading.Lock()
+        self.busy = 0  # slots taken (claiming or running)
+        self.held: dict[int, deque[str]] = {}
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.claims = itertools.count(1)
+        self.db_threads = ThreadPoolExecutor(settings.HARNESS_WORKER_DB_THREADS, thread_name_prefix="harness-db")
+        self.stop_watching = threading.Event()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.room: asyncio.Event | None = None
+        self.stopping = False
+
+    # --- plumbing -------------------------------------------------------------------
+
+    async def db[R](self, fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> R:
+        """Run an ORM function on a database thread (with the caller's log context)."""
+        loop = asyncio.get_running_loop()
+        call = functools.partial(_db_call, fn, *args, **kwargs)
+        return await loop.run_in_executor(self.db_threads, contextvars.copy_context().run, call)
+
+    def _start_loop_services(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.loop.set_default_executor(
+            ToolThreads(max_workers=settings.HARNESS_WORKER_THREADS, thread_name_prefix="harness-tool")
+        )
+        self.room = asyncio.Event()
+        self.room.set()
+        tracing_install()
+        self.publish_queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
+        self.publisher = asyncio.create_task(self._publisher())
+        if settings.CHANNEL_LAYERS:
+            set_publisher(self._publish_threadsafe)
+        threading.Thread(target=self._watch, name="harness-watcher", daemon=True).start()
+
+    async def _stop_loop_services(self) -> None:
+        self.stop_watching.set()
+        set_publisher(None)
+        for _ in range(200):  # what is still to publish, for up to a second
+            if self.publish_queue.empty():
+                break
+            await asyncio.sleep(0.005)
+        self.publisher.cancel()
+        await asyncio.get_running_loop().run_in_executor(None, self.db_threads.shutdown)
+
+    def _publish_threadsafe(self, run_id: str, message: dict[str, Any]) -> None:
+        """Live events go out on the loop's own channel-layer connection, in commit order."""
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(self.publish_queue.put_nowait, (run_id, message))
+
+    async def _publisher(self) -> None:
+        while True:
+            run_id, message = await self.publish_queue.get()
+            await publish(run_id, message)
+
+    # --- one run ------------------------------------------------------------------
+
+    async def _execute(self, run_id: str, replay: list[dict[str, Any]] | None = None) -> str | None:
+        """Claim and execute one run in a slot the caller has taken."""
+        handle = InFlight(
+            run_id=run_id,
+            token=f"{self.worker_id}/{next(self.claims)}",
+            deadline=time.monotonic() + settings.HARNESS_RUN_TIMEOUT_SECONDS + settings.HARNESS_RUN_LEASE_SECONDS,
+        )
+        try:
+            claim = await self.db(
+                services.run_claim, run_id=run_id, worker_id=handle.token, principal_cap=self.principal_cap
+            )
+        except services.PrincipalBusy as busy:
+            self.held.setdefault(busy.owner_id, deque()).append(run_id)
+            return None
+        if claim is None:
+            logger.info("run not claimed: already taken, cancelled or finished", extra={"run_id": run_id})
+            return None
+        handle.owner_id, handle.claimed = claim.run.owner_id, True
+        with self.lock:
+            self.inflight[run_id] = handle
+        try:
+            return await execute_claimed(self, handle, claim, replay)
+        finally:
+            with self.lock:
+                self.inflight.pop(run_id, None)
+
+    async def run_once(self, run_id: str, *, replay: list[dict[str, Any]] | None = None) -> str | None:
+        """Execute one run to its end with this engine's watcher (a loop of its own)."""
+        self._start_loop_services()
+        try:
+            return await self._execute(run_id, replay)
+        finally:
+            await self._stop_loop_services()
+
+    # --- serving: the feeder, slots, held runs ----------------------------------------
+
+    async def serve(self, stop: asyncio.Event) -> None:
+        """Take runs from the broker while there is room, until `stop` is set; then give
+        running runs HARNESS_WORKER_STOP_GRACE_SECONDS to finish."""
+        self._start_loop_services()
+        feeder = asyncio.create_task(self._feed())
+        holder = asyncio.create_task(self._retry_held())
+        for task in (feeder, holder):
+            task.add_done_callback(_log_crash)
+        logger.info(
+            "run engine ready",
+            extra={"worker_id": self.worker_id, "concurrency": self.concurrency, "principal_cap": self.principal_cap},
+        )
+        await stop.wait()
+        self.stopping = True
+        feeder.cancel()
+        holder.cancel()
+        if self.tasks:
+            logger.info("worker stopping: waiting for runs in flight", extra={"runs": len(self.tasks)})
+            await asyncio.wait(set(self.tasks), timeout=settings.HARNESS_WORKER_STOP_GRACE_SECONDS)
+        left = [task for task in self.tasks if not task.done()]
+        for task in left:
+            task.cancel()
+        if left:
+            logger.warning("worker stopped with runs in flight; the reaper will take them", extra={"runs": len(left)})
+            await asyncio.wait(left, timeout=5)
+        await self._stop_loop_services()
+
+    def _update_room(self) -> None:
+        if self.room is None:
+            return
+        held = sum(len(queue) for queue in self.held.values())
+        if self.busy < self.concurrency and held < self.concurrency * HELD_PER_SLOT:
+            self.room.set()
+        else:
+            self.room.clear()
+
+    def _launch(self, run_id: str) -> None:
+        self.busy += 1
+        self._update_room()
+        task = asyncio.create_task(self._slot(run_id))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _slot(self, run_id: str) -> None:
+        try:
+            await self._execute(run_id)
+        except Exception:
+            logger.exception("run engine: a run's slot ended with an error", extra={"run_id": run_id})
+        finally:
+            self.busy -= 1
+            self._update_room()
+
+    async def _feed(self) -> None:
+        from django_q.signing import SignedPackage
+
+        room = self.room
+        if room is None:
+            raise RuntimeError("the engine's loop services are not started")
+        loop = asyncio.get_running_loop()
+        feed_thread = ThreadPoolExecutor(1, thread_name_prefix="harness-feed")
+        try:
+            # The database broker touches the database as it is made: on the feed thread.
+            broker = await loop.run_in_executor(feed_thread, services.run_broker)
+            while True:
+                await room.wait()
+                try:
+                    tasks = await loop.run_in_executor(feed_thread, broker.dequeue)
+                except Exception as exc:
+                    logger.warning("run queue unavailable", extra={"error": type(exc).__name__})
+                    await asyncio.sleep(1)
+                    continue
+                for ack_id, payload in tasks or []:
+                    if ack_id is not None:
+                        await loop.run_in_executor(feed_thread, broker.acknowledge, ack_id)
+                    run_id = _task_run_id(SignedPackage, payload)
+                    if run_id is not None:
+                        self._launch(run_id)
+        finally:
+            feed_thread.shutdown(wait=False, cancel_futures=True)
+
+    async def _retry_held(self) -> None:
+        """Runs held by the principal cap: try each owner's oldest again when there is a slot."""
+        while True:
+            await asyncio.sleep(HELD_RETRY_SECONDS)
+            for owner_id in list(self.held):
+                queue = self.held[owner_id]
+                if not queue:
+                    del self.held[owner_id]
+                    continue
+                if self.busy >= self.concurrency:
+                    break
+                if self._owner_running(owner_id) >= self.principal_cap:
+                    continue  # this worker alone fills the owner's cap: no query needed
+                self._launch(queue.popleft())
+            self._update_room()
+
+    def _owner_running(self, owner_id: int) -> int:
+        with self.lock:
+            return sum(1 for handle in self.inflight.values() if handle.owner_id == owner_id)
+
+    # --- the watcher thread -----------------------------------------------------------
+
+    def _watch(self) -> None:
+        """Cancels and lease renewals for every run in flight, from one thread."""
+        renew_every = settings.HARNESS_RUN_LEASE_SECONDS / 3
+        next_renewal = time.monotonic() + renew_every
+        while not self.stop_watching.wait(settings.HARNESS_CANCEL_CHECK_SECONDS):
+            with self.lock:
+                handles = [
+                    handle
+                    for handle in self.inflight.values()
+                    if handle.claimed and not handle.stopped and not handle.finishing
+                ]
+            if not handles:
+                next_renewal = min(next_renewal, time.monotonic() + renew_every)
+                continue
+            try:
+                states = services.run_states(run_ids=[handle.run_id for handle in handles])
+                for handle in handles:
+                    status, holder = states.get(handle.run_id, ("deleted", ""))
+                    if status != Run.Status.RUNNING or holder != handle.token:
+                        self._stop_threadsafe(handle, status if status != Run.Status.RUNNING else "taken over")
+                now = time.monotonic()
+                if now >= next_renewal:
+                    services.run_heartbeat_many(
+                        worker_ids=[handle.token for handle in handles if now < handle.deadline]
+                    )
+                    next_renewal = now + renew_every
+            except DatabaseError as exc:
+                logger.warning("watcher: database unavailable", extra={"error": type(exc).__name__})
+                close_old_connections()
+                if connection.connection is not None and not connection.is_usable():
+                    connection.close()
+        connection.close()
+
+    def _stop_threadsafe(self, handle: InFlight, why: str) -> None:
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(self._stop, handle, why)
+
+    def _stop(self, handle: InFlight, why: str) -> None:
+        if handle.stopped:
+            return
+        handle.stopped = why
+        logger.info("run stopped from outside", extra={"run_id": handle.run_id, "status": why})
+        if handle.result is not None:
+            handle.result.cancel(mode="immediate")
+
+
+def _log_crash(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("run engine: %s stopped", task.get_name(), exc_info=task.exception())
+
+
+def _task_run_id(signed_package: Any, payload: Any) -> str | None:
+    try:
+        task = signed_package.loads(payload)
+        return str(task["args"][0])
+    except Exception:
+        logger.warning("run queue: a task that is not a run was dropped")
+        return None
+
+
+def serve_forever() -> None:
+    """One worker process: the engine until SIGTERM or SIGINT."""
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await Engine().serve(stop)
+
+    asyncio.run(main())

@@ -1,0 +1,20 @@
+"""One run-engine process: up to HARNESS_WORKER_CONCURRENCY runs at once on one event loop."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand
+
+
+class Command(BaseCommand):
+    help = "Run one worker process of the run engine (manage.py runworker starts these for you)."
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        from execution.engine import serve_forever
+        from execution.executor import warm_up
+
+        # Importing the SDK and building a first run's schemas cost seconds of CPU: pay
+        # them before taking runs, so no run waits for them.
+        warm_up()
+        serve_forever()
