@@ -12,6 +12,8 @@ the names, never pays it.
 from __future__ import annotations
 
 import ast
+import functools
+import inspect
 import json
 import operator
 import re
@@ -20,7 +22,10 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
+from django.conf import settings
+
 from artifacts.tools import save_artifact
+from common.limits import clip
 
 if TYPE_CHECKING:
     from agents import Agent, FunctionTool, Model, Tool
@@ -71,12 +76,14 @@ class AgentSpec:
         from agents.sandbox import SandboxAgent
         from agents.sandbox.capabilities import Filesystem, Shell
 
+        from sandboxes.shell import bound_shell_tools
+
         return SandboxAgent(
             name=self.name,
             instructions=self.instructions,
             tools=tools,
             model=model,
-            capabilities=[Shell(), Filesystem()],
+            capabilities=[Shell(configure_tools=bound_shell_tools), Filesystem()],
         )
 
 
@@ -86,9 +93,25 @@ SANDBOX_TOOL_NAMES = ("exec_command", "write_stdin", "view_image", "apply_patch"
 
 @cache
 def sdk_tool(function: Callable[..., Any]) -> FunctionTool:
+    """The SDK function tool for `function`, its result cut to HARNESS_TOOL_OUTPUT_MAX_CHARS."""
     from agents import function_tool
 
-    return function_tool(function)
+    def bound(result: Any) -> Any:
+        return clip(result, settings.HARNESS_TOOL_OUTPUT_MAX_CHARS) if isinstance(result, str) else result
+
+    if inspect.iscoroutinefunction(function):
+
+        @functools.wraps(function)
+        async def bounded_async(*args: Any, **kwargs: Any) -> Any:
+            return bound(await function(*args, **kwargs))
+
+        return function_tool(bounded_async)
+
+    @functools.wraps(function)
+    def bounded(*args: Any, **kwargs: Any) -> Any:
+        return bound(function(*args, **kwargs))
+
+    return function_tool(bounded)
 
 
 # --- assistant --------------------------------------------------------------
