@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from django.core.exceptions import RequestDataTooBig
+from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 
 from accounts.auth import ApiAuthError, ApiKeyAuth
+from harness_site.middleware import database_unavailable_response
 
 api = NinjaAPI(
     title="Agent harness API",
@@ -35,6 +37,12 @@ def too_big(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
     return api.create_response(
         request, {"detail": "request body: over the size limit (HARNESS_MAX_REQUEST_BYTES)"}, status=413
     )
+
+
+@api.exception_handler(OperationalError)
+@api.exception_handler(InterfaceError)
+def database_unavailable(request: HttpRequest, exc: Exception) -> HttpResponse:
+    return database_unavailable_response(request, exc)
 
 
 @api.exception_handler(HttpError)
