@@ -99,6 +99,13 @@ def _db_call[R](fn: Callable[..., R], *args: Any, **kwargs: Any) -> R:
         if connection.connection is not None and not connection.is_usable():
             connection.close()
         raise
+    finally:
+        if _pooled():
+            connection.close()  # back to the pool: a thread never sits on a connection
+
+
+def _pooled() -> bool:
+    return "pool" in connection.settings_dict.get("OPTIONS", {})
 
 
 class Engine:
@@ -276,7 +283,8 @@ class Engine:
                     if run_id is not None:
                         self._launch(run_id)
         finally:
-            feed_thread.shutdown(wait=False, cancel_futures=True)
+            feed_thread.submit(connection.close)
+            feed_thread.shutdown(wait=False, cancel_futures=False)
 
     async def _retry_held(self) -> None:
         """Runs held by the principal cap: try each owner's oldest again when there is a slot."""

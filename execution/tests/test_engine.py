@@ -1,0 +1,163 @@
+"""The run engine in-process: many runs on one loop, backpressure, the principal cap,
+cancels, and sync tools that block. Real database, real SDK, the ORM broker queue."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from django.db import close_old_connections
+from django.test import override_settings
+
+from audit.models import AuditLog
+from audit.services import Actor
+from conftest import make_principal, make_run
+from execution.engine import Engine
+from runs import registry, services
+from runs.models import Run
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+# The calculator's offline answer streams 7 words: 7 × this many ms per run.
+SLOW_WORD_MS = 300
+
+
+@contextmanager
+def serving(**engine_options: Any) -> Iterator[Engine]:
+    """An engine serving the run queue on a thread of its own, stopped on exit."""
+    engine = Engine(**engine_options)
+    ready = threading.Event()
+    stop: dict[str, Any] = {}
+
+    def main() -> None:
+        async def serve() -> None:
+            stop["event"] = asyncio.Event()
+            stop["loop"] = asyncio.get_running_loop()
+            ready.set()
+            await engine.serve(stop["event"])
+
+        asyncio.run(serve())
+        close_old_connections()
+
+    thread = threading.Thread(target=main, daemon=True)
+    thread.start()
+    ready.wait(10)
+    try:
+        yield engine
+    finally:
+        stop["loop"].call_soon_threadsafe(stop["event"].set)
+        thread.join(30)
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 30, every: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting")
+        time.sleep(every)
+
+
+def all_finished(runs: list[Run]) -> bool:
+    return not Run.objects.filter(pk__in=[run.pk for run in runs], status__in=Run.ACTIVE_STATUSES).exists()
+
+
+def sample_running(runs: list[Run], samples: list[int], owner: Any = None) -> bool:
+    running = Run.objects.filter(pk__in=[run.pk for run in runs], status=Run.Status.RUNNING)
+    if owner is not None:
+        running = running.filter(owner=owner)
+    samples.append(running.count())
+    return all_finished(runs)
+
+
+def assert_gap_free_with_one_final_event(run: Run) -> None:
+    events = list(run.events.order_by("seq").values_list("seq", "type"))
+    assert [seq for seq, _ in events] == list(range(1, len(events) + 1))
+    finals = [kind for _, kind in events if kind in ("run.succeeded", "run.failed", "run.cancelled")]
+    assert finals == [events[-1][1]]
+
+
+@override_settings(HARNESS_OFFLINE_DELAY_MS=SLOW_WORD_MS)
+def test_twenty_slow_runs_run_at_once_on_one_loop_and_a_cancel_touches_only_its_run(alice):
+    runs = [make_run(alice, input=f"What is {n} + 1?") for n in range(20)]
+    samples: list[int] = []
+    with serving(concurrency=20):
+        wait_until(lambda: Run.objects.filter(status=Run.Status.RUNNING).count() == 20, timeout=20)
+        victim = runs[7]
+        services.run_cancel(run=victim, actor=Actor.system("tests"))
+        wait_until(lambda: sample_running(runs, samples), timeout=60)
+    assert max(samples) <= 20
+    for run in runs:
+        run.refresh_from_db()
+        assert_gap_free_with_one_final_event(run)
+        if run.pk == victim.pk:
+            assert run.status == "cancelled"
+            assert not run.events.filter(seq__gt=run.event_seq).exists()
+        else:
+            assert run.status == "succeeded", (run.pk, run.error)
+            assert AuditLog.objects.filter(run_id=run.pk, action="run.succeeded").count() == 1
+
+
+@override_settings(HARNESS_OFFLINE_DELAY_MS=100)
+def test_a_full_worker_takes_no_more_runs_and_the_rest_wait_queued(alice):
+    runs = [make_run(alice) for _ in range(9)]
+    samples: list[int] = []
+    with serving(concurrency=3):
+        wait_until(lambda: sample_running(runs, samples), timeout=60, every=0.02)
+    assert max(samples) == 3
+    assert {run.status for run in Run.objects.filter(pk__in=[r.pk for r in runs])} == {"succeeded"}
+
+
+@override_settings(HARNESS_OFFLINE_DELAY_MS=SLOW_WORD_MS)
+def test_one_principals_burst_does_not_starve_another(alice):
+    bob = make_principal("bob")
+    burst = [make_run(alice) for _ in range(8)]
+    late = [make_run(bob) for _ in range(2)]
+    alice_running: list[int] = []
+    with serving(concurrency=10, principal_cap=2):
+        # Bob's runs, queued after all of Alice's, start while Alice's burst still waits.
+        wait_until(lambda: Run.objects.filter(pk__in=[r.pk for r in late], status="running").count() == 2)
+        assert Run.objects.filter(pk__in=[r.pk for r in burst], status="queued").count() >= 4
+        wait_until(lambda: sample_running(burst + late, alice_running, owner=alice.user), timeout=60, every=0.02)
+    assert max(alice_running) == 2
+    assert set(Run.objects.filter(pk__in=[r.pk for r in burst + late]).values_list("status", flat=True)) == {
+        "succeeded"
+    }
+
+
+def nap(seconds: float) -> str:
+    """Sleep, the way a blocking synchronous tool does."""
+    time.sleep(seconds)
+    return f"slept {seconds}"
+
+
+SLEEPER = registry.AgentSpec(
+    name="sleeper",
+    description="Calls a blocking tool.",
+    instructions="Call nap.",
+    tools=(nap,),
+    offline_plan=lambda text: registry.OfflineToolCall("nap", {"seconds": 2}),
+    offline_reply=lambda text, output, turn: output or "no nap",
+)
+
+
+def test_a_blocking_sync_tool_does_not_delay_another_run_on_the_same_loop(alice, monkeypatch):
+    monkeypatch.setitem(registry.AGENTS, "sleeper", replace(SLEEPER))
+    sleeper = make_run(alice, agent="sleeper", input="nap please")
+    with serving(concurrency=4):
+        wait_until(lambda: Run.objects.filter(pk=sleeper.pk, status="running").exists())
+        time.sleep(0.3)  # the nap has begun
+        quick = make_run(alice)
+        wait_until(lambda: Run.objects.filter(pk=quick.pk, status="succeeded").exists(), timeout=10)
+        assert Run.objects.get(pk=sleeper.pk).status == "running"
+        wait_until(lambda: all_finished([sleeper]), timeout=20)
+    sleeper.refresh_from_db()
+    quick.refresh_from_db()
+    assert sleeper.status == "succeeded" and sleeper.output == "slept 2.0"
+    assert quick.finished_at < sleeper.finished_at
+    assert (quick.finished_at - quick.created_at).total_seconds() < 1.5, "the quick run waited for the nap"
