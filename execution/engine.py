@@ -25,8 +25,6 @@ room, so one principal's burst cannot take every slot.
 from __future__ import annotations
 
 import asyncio
-import contextvars
-import functools
 import itertools
 import logging
 import os
@@ -44,6 +42,7 @@ from typing import Any
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connection
 
+from common.db import db_call
 from execution.executor import execute_claimed
 from execution.tracing import tracing_install
 from runs import services
@@ -91,23 +90,6 @@ def _then_release_connection[R](fn: Callable[..., R], *args: Any, **kwargs: Any)
         close_old_connections()
 
 
-def _db_call[R](fn: Callable[..., R], *args: Any, **kwargs: Any) -> R:
-    try:
-        return fn(*args, **kwargs)
-    except DatabaseError:
-        # A broken connection must not poison this thread's next job.
-        if connection.connection is not None and not connection.is_usable():
-            connection.close()
-        raise
-    finally:
-        if _pooled():
-            connection.close()  # back to the pool: a thread never sits on a connection
-
-
-def _pooled() -> bool:
-    return "pool" in connection.settings_dict.get("OPTIONS", {})
-
-
 class Engine:
     def __init__(self, *, concurrency: int | None = None, principal_cap: int | None = None) -> None:
         self.worker_id = new_worker_id()
@@ -128,10 +110,8 @@ class Engine:
     # --- plumbing -------------------------------------------------------------------
 
     async def db[R](self, fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> R:
-        """Run an ORM function on a database thread (with the caller's log context)."""
-        loop = asyncio.get_running_loop()
-        call = functools.partial(_db_call, fn, *args, **kwargs)
-        return await loop.run_in_executor(self.db_threads, contextvars.copy_context().run, call)
+        """Run an ORM function on one of this worker's database threads."""
+        return await db_call(fn, *args, executor=self.db_threads, **kwargs)
 
     def _start_loop_services(self) -> None:
         self.loop = asyncio.get_running_loop()

@@ -1,6 +1,8 @@
-"""ASGI entry point: Django for HTTP (API, SSE, admin), Channels for WebSockets."""
+"""ASGI entry point: the API on its own short handler, Django for the rest of HTTP
+(admin, pages, blobs), Channels for WebSockets."""
 
 import os
+from typing import Any
 
 from django.core.asgi import get_asgi_application
 
@@ -11,11 +13,22 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402  (needs Django set u
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.urls import path  # noqa: E402
 
+from harness_site.api_handler import ApiASGIHandler, is_api_path  # noqa: E402
 from runs.consumers import RunStreamConsumer  # noqa: E402
+
+api_application = ApiASGIHandler()
+
+
+async def http_application(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if is_api_path(scope.get("path", "")):
+        await api_application(scope, receive, send)
+    else:
+        await django_application(scope, receive, send)
+
 
 application = ProtocolTypeRouter(
     {
-        "http": django_application,
+        "http": http_application,
         "websocket": AuthMiddlewareStack(URLRouter([path("ws/runs/<str:run_id>/", RunStreamConsumer.as_asgi())])),
     }
 )

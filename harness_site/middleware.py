@@ -24,17 +24,21 @@ class RequestLogMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         started = time.perf_counter()
         response = self.get_response(request)
-        extra: dict[str, object] = {
-            "method": request.method,
-            "path": redact(request.path),  # blob URLs carry their credential in the path
-            "status": response.status_code,
-            "duration_ms": round((time.perf_counter() - started) * 1000, 1),
-        }
-        match = _RUN_IN_PATH.search(request.path)
-        if match:
-            extra["run_id"] = match.group(1)
-        logger.info("request", extra=extra)
+        access_log(request, response, time.perf_counter() - started)
         return response
+
+
+def access_log(request: HttpRequest, response: HttpResponse, seconds: float) -> None:
+    extra: dict[str, object] = {
+        "method": request.method,
+        "path": redact(request.path),  # blob URLs carry their credential in the path
+        "status": response.status_code,
+        "duration_ms": round(seconds * 1000, 1),
+    }
+    match = _RUN_IN_PATH.search(request.path)
+    if match:
+        extra["run_id"] = match.group(1)
+    logger.info("request", extra=extra)
 
 
 def database_unavailable_response(request: HttpRequest, exc: Exception) -> HttpResponse:

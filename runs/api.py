@@ -7,7 +7,9 @@ from django.http import HttpRequest
 from ninja import Query, Router, Schema, Status
 from ninja.errors import HttpError
 
+from accounts.auth import async_api_key_auth
 from audit.services import Actor
+from common.db import db_call
 from runs import services
 from runs.models import Run
 from runs.registry import AGENTS
@@ -34,15 +36,19 @@ def get_run_or_404(request: HttpRequest, run_id: str) -> Run:
 
 
 @router.post(
-    "/runs", response={202: RunOut, 404: ErrorOut, 409: ErrorOut, 413: ErrorOut, 422: ErrorOut}, summary="Start a run"
+    "/runs",
+    response={202: RunOut, 404: ErrorOut, 409: ErrorOut, 413: ErrorOut, 422: ErrorOut, 503: ErrorOut},
+    auth=async_api_key_auth,
+    summary="Start a run",
 )
-def create_run(request: HttpRequest, payload: RunIn) -> Status:
+async def create_run(request: HttpRequest, payload: RunIn) -> Status:
     if len(payload.input) > settings.HARNESS_MAX_INPUT_CHARS:
         raise HttpError(
             413, f"input: {len(payload.input)} characters is over the limit of {settings.HARNESS_MAX_INPUT_CHARS}"
         )
     try:
-        run = services.run_create(
+        run = await db_call(
+            services.run_create,
             owner=request.auth,  # type: ignore[attr-defined]
             actor=Actor.for_api_key(request.api_key),  # type: ignore[attr-defined]
             input=payload.input,
@@ -75,9 +81,12 @@ def list_runs(request: HttpRequest, filters: Query[RunFilter]) -> dict[str, obje
     return {"items": page, "next_cursor": page[-1].id if more else None}
 
 
-@router.get("/runs/{run_id}", response={200: RunOut, 404: ErrorOut}, summary="Get a run")
-def get_run(request: HttpRequest, run_id: str) -> Run:
-    return get_run_or_404(request, run_id)
+@router.get("/runs/{run_id}", response={200: RunOut, 404: ErrorOut}, auth=async_api_key_auth, summary="Get a run")
+async def get_run(request: HttpRequest, run_id: str) -> Run:
+    run = await db_call(run_get_for_principal, principal=request.auth, run_id=run_id)  # type: ignore[attr-defined]
+    if run is None:
+        raise HttpError(404, f"run {run_id!r} not found")
+    return run
 
 
 @router.post("/runs/{run_id}/cancel", response={200: RunOut, 404: ErrorOut, 409: ErrorOut}, summary="Cancel a run")

@@ -14,9 +14,9 @@ import contextlib
 from typing import Any
 from urllib.parse import parse_qs
 
-from asgiref.sync import sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
+from common.db import db_call
 from runs.stream_auth import stream_principal, stream_run_for
 from runs.streams import run_event_stream
 
@@ -36,7 +36,8 @@ class RunStreamConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         except ValueError:
             await self.close(code=4400)
             return
-        user = await sync_to_async(stream_principal)(
+        user = await db_call(
+            stream_principal,
             run_id=run_id,
             api_key=api_key,
             token=(query.get("token") or [None])[0],
@@ -46,7 +47,7 @@ class RunStreamConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         if user is None:
             await self.close(code=4401)
             return
-        if await sync_to_async(stream_run_for)(user=user, run_id=run_id) is None:
+        if await db_call(stream_run_for, user=user, run_id=run_id) is None:
             await self.close(code=4404)
             return
         self.pump = asyncio.create_task(self._pump(run_id, after))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.contrib.admin.utils import quote
 from django.contrib.admin.views.decorators import staff_member_required
 from django.core.serializers.json import DjangoJSONEncoder
@@ -13,6 +13,7 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, Stream
 from django.shortcuts import render
 from django.urls import reverse
 
+from common.db import db_call
 from runs.models import Run
 from runs.stream_auth import stream_principal, stream_run_for
 from runs.streams import run_event_stream
@@ -20,6 +21,11 @@ from runs.streams import run_event_stream
 
 def _error(status: int, detail: str) -> JsonResponse:
     return JsonResponse({"detail": detail}, status=status)
+
+
+def _authorize(*, run_id: str, api_key: str | None, token: str | None) -> tuple[Any, bool]:
+    user = stream_principal(run_id=run_id, api_key=api_key, token=token, session_user=None, origin=None)
+    return user, user is not None and stream_run_for(user=user, run_id=run_id) is not None
 
 
 async def run_events_sse(request: HttpRequest, run_id: str) -> HttpResponse | StreamingHttpResponse:
@@ -36,12 +42,10 @@ async def run_events_sse(request: HttpRequest, run_id: str) -> HttpResponse | St
     token = request.GET.get("token")
     if not api_key and not token:
         return _error(401, "missing API key: send 'Authorization: Bearer <key>' or ?token=")
-    user = await sync_to_async(stream_principal)(
-        run_id=run_id, api_key=api_key, token=token, session_user=None, origin=None
-    )
+    user, found = await db_call(_authorize, run_id=run_id, api_key=api_key, token=token)
     if user is None:
         return _error(401, "invalid or revoked API key or stream token")
-    if await sync_to_async(stream_run_for)(user=user, run_id=run_id) is None:
+    if not found:
         return _error(404, f"run {run_id!r} not found")
     raw_after = request.headers.get("Last-Event-ID") or request.GET.get("after") or "0"
     try:

@@ -8,7 +8,9 @@ from audit.models import AuditLog
 from conftest import make_run
 from runs.models import Run, RunEvent
 
-pytestmark = pytest.mark.django_db
+# The run endpoints are async: their database work runs on other threads, so the
+# data they read must be committed.
+pytestmark = pytest.mark.django_db(transaction=True)
 
 GOOD = {"input": "What is 2 + 2?", "agent": "calculator", "model": "offline"}
 

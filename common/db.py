@@ -1,0 +1,53 @@
+"""Database work from an event loop, on shared threads, giving pooled connections back.
+
+Django runs a sync call from async code on a thread of its own per request (asgiref's
+thread-sensitive mode): a thread made and joined for every request. The hot paths (the
+run engine, the API's run endpoints, streams) instead run their ORM functions on the
+loop's shared executor threads. With a connection pool, each call gives its connection
+back when it ends, so a thread never sits on one; a broken connection is dropped so the
+thread's next call opens a fresh one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+from collections.abc import Callable
+from concurrent.futures import Executor
+from typing import Any
+
+from django.db import DatabaseError, connection
+
+
+def pooled() -> bool:
+    return "pool" in connection.settings_dict.get("OPTIONS", {})
+
+
+def db_call_sync[R](fn: Callable[..., R], *args: Any, **kwargs: Any) -> R:
+    """Call `fn` on this thread, then give its pooled connection back."""
+    try:
+        return fn(*args, **kwargs)
+    except DatabaseError:
+        if connection.connection is not None and not connection.is_usable():
+            connection.close()
+        raise
+    finally:
+        if pooled():
+            connection.close()
+
+
+# The event loop a db_call came from: work the thread hands back (live events published
+# on commit) goes to that loop instead of starting one of its own.
+calling_loop: contextvars.ContextVar[asyncio.AbstractEventLoop | None] = contextvars.ContextVar(
+    "calling_loop", default=None
+)
+
+
+async def db_call[R](fn: Callable[..., R], /, *args: Any, executor: Executor | None = None, **kwargs: Any) -> R:
+    """Run the ORM function `fn` on a shared thread (with the caller's context vars)."""
+    loop = asyncio.get_running_loop()
+    call = functools.partial(db_call_sync, fn, *args, **kwargs)
+    context = contextvars.copy_context()
+    context.run(calling_loop.set, loop)
+    return await loop.run_in_executor(executor, context.run, call)
