@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from django.utils import timezone
+
 from audit.models import AuditLog
+from common.sql import insert_rows
 from harness_site.redaction import redact_data
 
 
@@ -42,15 +45,21 @@ def audit_record(
     target_id: str,
     run_id: str = "",
     data: dict[str, Any] | None = None,
-) -> AuditLog:
+) -> None:
     """Append one audit row. Call it inside the transaction of the change it records."""
-    return AuditLog.objects.create(
-        action=action,
-        actor_type=actor.type,
-        actor_id=actor.id,
-        actor_label=actor.label[:150],
-        target_type=target_type,
-        target_id=target_id,
-        run_id=run_id,
-        data=redact_data(data or {}),
+    insert_rows(
+        AuditLog,
+        [
+            {
+                "created_at": timezone.now(),
+                "action": action,
+                "actor_type": actor.type,
+                "actor_id": actor.id,
+                "actor_label": actor.label[:150],
+                "target_type": target_type,
+                "target_id": target_id,
+                "run_id": run_id,
+                "data": redact_data(data or {}),
+            }
+        ],
     )

@@ -231,6 +231,7 @@ async def execute_claimed(
             outcome=outcome,
             pending=pending,
             memory=memory.changes,
+            session_id=run.session_id,
         )
         logger.info(
             "run finished",

@@ -7,11 +7,14 @@ passwords inside URLs).
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 
 REDACTED = "[REDACTED]"
 
@@ -43,6 +46,7 @@ _SECRET_SETTINGS = (
 )
 
 
+@functools.cache
 def _secret_values() -> tuple[str, ...]:
     values: set[str] = set()
     for name in _SECRET_SETTINGS:
@@ -59,6 +63,11 @@ def _secret_values() -> tuple[str, ...]:
             values.add(password)
     # Longest first so a secret that contains another is replaced whole.
     return tuple(sorted(values, key=len, reverse=True))
+
+
+@receiver(setting_changed)
+def _forget_secret_values(**kwargs: Any) -> None:
+    _secret_values.cache_clear()
 
 
 def redact(text: str) -> str:

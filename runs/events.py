@@ -13,7 +13,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from django.db import connection, transaction
+from django.utils import timezone
 
+from common.sql import insert_rows
 from harness_site.redaction import redact_data
 from runs.models import Run, RunEvent
 from runs.streams import events_publish_on_commit
@@ -61,7 +63,7 @@ def events_append(
     events: Sequence[EventSpec],
     require_status: str | None = None,
     require_worker: str | None = None,
-) -> list[RunEvent] | None:
+) -> list[dict[str, Any]] | None:
     """Append events to a run's log in one batch. None when the run is not in the required state."""
     if not events:
         return []
@@ -69,11 +71,19 @@ def events_append(
         last = _take_seqs(run_id, len(events), status=require_status, worker_id=require_worker)
         if last is None:
             return None
-        first = last - len(events) + 1
-        rows = [
-            RunEvent(run_id=run_id, seq=first + offset, type=kind, data=redact_data(data))
-            for offset, (kind, data) in enumerate(events)
-        ]
-        created = RunEvent.objects.bulk_create(rows)
-        events_publish_on_commit(run_id, created)
-        return created
+        return events_insert(run_id=run_id, events=events, last_seq=last)
+
+
+def events_insert(*, run_id: str, events: Sequence[EventSpec], last_seq: int) -> list[dict[str, Any]]:
+    """Write events whose numbers (up to `last_seq`) the caller has reserved; publish on commit."""
+    first = last_seq - len(events) + 1
+    now = timezone.now()
+    payloads = [
+        {"seq": first + offset, "type": kind, "data": redact_data(data)} for offset, (kind, data) in enumerate(events)
+    ]
+    insert_rows(
+        RunEvent,
+        [{"run": run_id, "seq": p["seq"], "type": p["type"], "data": p["data"], "created_at": now} for p in payloads],
+    )
+    events_publish_on_commit(run_id, payloads)
+    return payloads

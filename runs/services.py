@@ -12,10 +12,10 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import connection, transaction
-from django.db.models import F
 from django.utils import timezone
 
 from audit.services import Actor, audit_record
+from common.sql import insert_rows
 from runs import events
 from runs.models import Run, Session, SessionItem, Span, Trace
 
@@ -153,7 +153,7 @@ def run_create(
     )
     if enqueue:
         transaction.on_commit(lambda: run_enqueue(run.id))
-    run.refresh_from_db(fields=["event_seq"])
+    run.event_seq = 1  # its run.queued event, appended above
     return run
 
 
@@ -205,44 +205,95 @@ def run_claim(*, run_id: str, worker_id: str, principal_cap: int | None = None) 
     """Take a queued run for this worker, in one transaction with its event, audit row
     and the session's items. None when another worker (or a cancel) got there first.
 
-    With `principal_cap`, raises PrincipalBusy while the owner has that many runs
-    running (on Postgres the owner's claims are serialised by an advisory lock, so
-    concurrent workers cannot overshoot the cap).
+    With `principal_cap`, raises PrincipalBusy (and changes nothing) while the owner
+    has that many runs running; on Postgres the owner's claims are serialised by an
+    advisory lock, so concurrent workers cannot overshoot the cap.
     """
-    row = Run.objects.filter(pk=run_id, status=Run.Status.QUEUED).values_list("owner_id", flat=True).first()
+    now = timezone.now()
+    lease = now + timedelta(seconds=settings.HARNESS_RUN_LEASE_SECONDS)
+    table = connection.ops.quote_name(Run._meta.db_table)
+    columns = ", ".join(CLAIM_COLUMNS)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET status = %s, worker_id = %s, attempts = attempts + 1, "  # noqa: S608 (names are ours)
+            "lease_expires_at = %s, started_at = %s, event_seq = event_seq + 1 "
+            f"WHERE id = %s AND status = %s RETURNING {columns}",
+            [
+                Run.Status.RUNNING,
+                worker_id,
+                *_prep_datetimes(lease, now),
+                run_id,
+                Run.Status.QUEUED,
+            ],
+        )
+        row = cursor.fetchone()
     if row is None:
         return None
-    owner_id = int(row)
+    run = Run.from_db(connection.alias, list(CLAIM_FIELDS), _from_db_values(row))
     if principal_cap is not None:
         if connection.vendor == "postgresql":
             with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [CLAIM_LOCK_SPACE, owner_id])
-        inflight = Run.objects.filter(owner_id=owner_id, status=Run.Status.RUNNING).count()
-        if inflight >= principal_cap:
-            raise PrincipalBusy(owner_id, inflight)
-    now = timezone.now()
-    claimed = Run.objects.filter(pk=run_id, status=Run.Status.QUEUED).update(
-        status=Run.Status.RUNNING,
-        worker_id=worker_id,
-        attempts=F("attempts") + 1,
-        lease_expires_at=now + timedelta(seconds=settings.HARNESS_RUN_LEASE_SECONDS),
-        started_at=now,
-    )
-    if claimed != 1:
-        return None
-    run = Run.objects.get(pk=run_id)
+                cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [CLAIM_LOCK_SPACE, run.owner_id])
+        inflight = Run.objects.filter(owner_id=run.owner_id, status=Run.Status.RUNNING).count()
+        if inflight > principal_cap:  # this run counts itself
+            transaction.set_rollback(True)
+            raise PrincipalBusy(run.owner_id, inflight - 1)
     if run.attempts > 1:
         # What an earlier, lost attempt wrote to the conversation would be repeated.
         SessionItem.objects.filter(run=run).delete()
-    _record(
+    events.events_insert(
         run_id=run_id,
-        event=(events.STARTED, {"status": Run.Status.RUNNING, "attempt": run.attempts}),
+        events=[(events.STARTED, {"status": Run.Status.RUNNING, "attempt": run.attempts})],
+        last_seq=run.event_seq,
+    )
+    audit_record(
         action="run.started",
         actor=Actor.worker(worker_id),
+        target_type="run",
+        target_id=run_id,
+        run_id=run_id,
         data={"attempt": run.attempts},
     )
     history = list(SessionItem.objects.filter(session_id=run.session_id).order_by("id").values_list("id", "data"))
     return Claim(run=run, history=history)
+
+
+# What a claim reads back from its UPDATE: all the worker needs of the run, as
+# attnames in the model's field order (Run.from_db takes them in that order).
+CLAIM_FIELDS = (
+    "id",
+    "owner_id",
+    "session_id",
+    "agent",
+    "model",
+    "input",
+    "input_files",
+    "status",
+    "created_at",
+    "started_at",
+    "attempts",
+    "worker_id",
+    "event_seq",
+    "origin",
+)
+_RUN_FIELDS = {field.attname: field for field in Run._meta.concrete_fields}
+CLAIM_COLUMNS = tuple(connection.ops.quote_name(str(_RUN_FIELDS[name].column)) for name in CLAIM_FIELDS)
+
+
+def _prep_datetimes(*values: datetime) -> list[Any]:
+    field = Run._meta.get_field("started_at")
+    return [field.get_db_prep_save(value, connection) for value in values]
+
+
+def _from_db_values(row: tuple[Any, ...]) -> list[Any]:
+    """Column values as the ORM would load them (JSON decoded, datetimes aware)."""
+    values = list(row)
+    for index, name in enumerate(CLAIM_FIELDS):
+        field = _RUN_FIELDS[name]
+        column = field.get_col(Run._meta.db_table)
+        for converter in connection.ops.get_db_converters(column) + field.get_db_converters(connection):
+            values[index] = converter(values[index], column, connection)
+    return values
 
 
 # pg_advisory_xact_lock(key1, key2): this namespace, the owner's id.
@@ -313,6 +364,7 @@ def run_finish(
     outcome: RunOutcome,
     pending: list[events.EventSpec] | None = None,
     memory: MemoryChanges | None = None,
+    session_id: str = "",
 ) -> bool:
     """Record how a run ended, in one transaction: the events still pending, the final
     event, the outcome, usage, trace and spans, the session's new items and the audit row.
@@ -324,32 +376,13 @@ def run_finish(
     from harness_site.redaction import redact, redact_data
 
     if outcome.trace is not None:
-        Trace.objects.bulk_create([outcome.trace], ignore_conflicts=True)
-        Span.objects.bulk_create(outcome.spans or [], ignore_conflicts=True)
+        trace_insert(trace=outcome.trace, spans=outcome.spans or [])
     if memory is not None:
-        _memory_apply(run_id=run_id, memory=memory)
+        _memory_apply(run_id=run_id, session_id=session_id, memory=memory)
     usage = outcome.usage or {}
     error = redact(outcome.error)
     output = redact(outcome.output) if outcome.output is not None else None
     model_calls = redact_data(outcome.model_calls or [])
-    won = (
-        Run.objects.filter(pk=run_id, status=Run.Status.RUNNING, worker_id=worker_id).update(
-            status=outcome.status,
-            output=output,
-            error=error,
-            usage=usage,
-            finished_at=timezone.now(),
-            lease_expires_at=None,
-            trace_id=outcome.trace.id if outcome.trace else "",
-            model_calls=model_calls,
-        )
-        == 1
-    )
-    if not won:
-        Run.objects.filter(pk=run_id).update(
-            usage=usage, trace_id=outcome.trace.id if outcome.trace else "", model_calls=model_calls
-        )
-        return False
     data: dict[str, Any] = {"status": outcome.status, "usage": usage}
     if outcome.status == Run.Status.SUCCEEDED:
         data["output"] = output
@@ -358,9 +391,26 @@ def run_finish(
             data["output_artifact_id"] = outcome.output_artifact_id
     else:
         data["error"] = error
-    events.events_append(
-        run_id=run_id, events=[*(pending or []), (events.FINAL_TYPES[Run.Status(outcome.status)], data)]
+    batch = [*(pending or []), (events.FINAL_TYPES[Run.Status(outcome.status)], data)]
+    fields = {
+        "status": outcome.status,
+        "output": output,
+        "error": error,
+        "usage": usage,
+        "finished_at": timezone.now(),
+        "lease_expires_at": None,
+        "trace_id": outcome.trace.id if outcome.trace else "",
+        "model_calls": model_calls,
+    }
+    last_seq = _update_returning_seq(
+        run_id=run_id, fields=fields, add_seqs=len(batch), status=Run.Status.RUNNING, worker_id=worker_id
     )
+    if last_seq is None:
+        Run.objects.filter(pk=run_id).update(
+            usage=usage, trace_id=outcome.trace.id if outcome.trace else "", model_calls=model_calls
+        )
+        return False
+    events.events_insert(run_id=run_id, events=batch, last_seq=last_seq)
     audit_record(
         action=f"run.{outcome.status}",
         actor=Actor.worker(worker_id),
@@ -372,17 +422,50 @@ def run_finish(
     return True
 
 
-def _memory_apply(*, run_id: str, memory: MemoryChanges) -> None:
-    session_id = Run.objects.filter(pk=run_id).values_list("session_id", flat=True).first()
-    if session_id is None:
-        return
+def _update_returning_seq(
+    *, run_id: str, fields: dict[str, Any], add_seqs: int, status: str, worker_id: str
+) -> int | None:
+    """One conditional UPDATE of the run that also reserves `add_seqs` event numbers.
+    The last number, or None when the run is not (status, worker_id) any more."""
+    quote = connection.ops.quote_name
+    assignments = ", ".join(f"{quote(str(_RUN_FIELDS[name].column))} = %s" for name in fields)
+    params = [_RUN_FIELDS[name].get_db_prep_save(value, connection) for name, value in fields.items()]
+    table = quote(Run._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET {assignments}, event_seq = event_seq + %s "  # noqa: S608 (names are ours)
+            "WHERE id = %s AND status = %s AND worker_id = %s RETURNING event_seq",
+            [*params, add_seqs, run_id, status, worker_id],
+        )
+        row = cursor.fetchone()
+    return None if row is None else int(row[0])
+
+
+def trace_insert(*, trace: Trace, spans: list[Span]) -> None:
+    """A run's trace and spans (kept if another attempt already wrote the same ids)."""
+    insert_rows(Trace, [_row(trace)], ignore_conflicts=True)
+    for start in range(0, len(spans), 200):
+        insert_rows(Span, [_row(span) for span in spans[start : start + 200]], ignore_conflicts=True)
+
+
+def _row(instance: Any) -> dict[str, Any]:
+    return {field.name: getattr(instance, field.attname) for field in instance._meta.concrete_fields}
+
+
+def _memory_apply(*, run_id: str, session_id: str, memory: MemoryChanges) -> None:
+    if not session_id:
+        session_id = Run.objects.filter(pk=run_id).values_list("session_id", flat=True).first() or ""
+        if not session_id:
+            return
     if memory.cleared:
         SessionItem.objects.filter(session_id=session_id).delete()
     elif memory.removed_ids:
         SessionItem.objects.filter(session_id=session_id, pk__in=memory.removed_ids).delete()
     if memory.added:
-        SessionItem.objects.bulk_create(
-            SessionItem(session_id=session_id, run_id=run_id, data=item) for item in memory.added
+        now = timezone.now()
+        insert_rows(
+            SessionItem,
+            [{"session": session_id, "run": run_id, "data": item, "created_at": now} for item in memory.added],
         )
 
 

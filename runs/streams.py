@@ -17,16 +17,18 @@ One async generator serves both the WebSocket consumer and the SSE view:
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from asgiref.sync import async_to_sync, sync_to_async
+from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.core import signing
-from django.db import transaction
+from django.db import connection, transaction
 
+from common.db import calling_loop, db_call
 from runs.models import Run, RunEvent
 
 logger = logging.getLogger(__name__)
@@ -65,14 +67,27 @@ async def publish(run_id: str, message: dict[str, Any]) -> None:
         logger.warning("live publish failed", extra={"run_id": run_id, "error": type(exc).__name__})
 
 
-def events_publish_on_commit(run_id: str, rows: list[RunEvent]) -> None:
-    """After the transaction that wrote `rows` commits, send them to live listeners."""
-    if not rows or not settings.CHANNEL_LAYERS:
+_pending: set[asyncio.Task[None]] = set()
+
+
+def _publish_soon(run_id: str, message: dict[str, Any]) -> None:
+    task = asyncio.get_running_loop().create_task(publish(run_id, message))
+    _pending.add(task)
+    task.add_done_callback(_pending.discard)
+
+
+def events_publish_on_commit(run_id: str, events: list[dict[str, Any]]) -> None:
+    """After the transaction that wrote `events` ({seq, type, data}) commits, send them to live listeners."""
+    if not events or not settings.CHANNEL_LAYERS:
         return
-    message = {"type": "run.events", "events": [event_payload(row) for row in rows]}
+    message = {"type": "run.events", "events": events}
     publisher = _publisher
+    loop = calling_loop.get()
     if publisher is not None:
         transaction.on_commit(lambda: publisher(run_id, message))
+    elif loop is not None and loop.is_running():
+        # Written for a coroutine (db_call): publish on its loop's channel-layer connection.
+        transaction.on_commit(lambda: loop.call_soon_threadsafe(_publish_soon, run_id, message))
     else:
         transaction.on_commit(lambda: async_to_sync(publish)(run_id, message))
 
@@ -96,14 +111,30 @@ PAGE = 500
 
 
 def _events_after(run_id: str, after: int) -> tuple[list[dict[str, Any]], bool]:
-    # Status first: a run's final event commits with its final status, so if the run
-    # was finished before the read of the log, that read includes the final event.
-    finished = Run.objects.filter(pk=run_id, status__in=Run.FINISHED_STATUSES).exists()
-    rows = RunEvent.objects.filter(run_id=run_id, seq__gt=after).order_by("seq")[:PAGE]
-    return [event_payload(row) for row in rows], finished
+    """The run's events after `after` (a page) and whether the run is finished, in one
+    statement: its single snapshot holds a finished run's final event, which commits
+    with the final status."""
+    run_table = connection.ops.quote_name(Run._meta.db_table)
+    event_table = connection.ops.quote_name(RunEvent._meta.db_table)
+    sql = (
+        f"SELECT r.status, e.seq, e.type, e.data FROM {run_table} r "  # noqa: S608 (names are ours)
+        f"LEFT JOIN {event_table} e ON e.run_id = r.id AND e.seq > %s "
+        "WHERE r.id = %s ORDER BY e.seq LIMIT %s"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [after, run_id, PAGE])
+        rows = cursor.fetchall()
+    finished = bool(rows) and rows[0][0] in Run.FINISHED_STATUSES
+    events = [
+        {"seq": seq, "type": kind, "data": json.loads(data) if isinstance(data, str | bytes) else data}
+        for _, seq, kind, data in rows
+        if seq is not None
+    ]
+    return events, finished
 
 
-events_after = sync_to_async(_events_after)
+async def events_after(run_id: str, after: int) -> tuple[list[dict[str, Any]], bool]:
+    return await db_call(_events_after, run_id, after)
 
 
 async def run_event_stream(run_id: str, after: int = 0) -> AsyncIterator[dict[str, Any] | None]:
