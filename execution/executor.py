@@ -326,8 +326,7 @@ async def _cap_output(engine: Engine, run: Run, outcome: services.RunOutcome, wo
     """An output over HARNESS_MAX_STORED_CHARS is stored capped; the whole of it becomes an artifact."""
     if outcome.output is None:
         return
-    clipped, truncated = clip_text(outcome.output)
-    if not truncated:
+    if not clip_text(outcome.output)[1]:
         return
     from artifacts.services import ArtifactError, artifact_save
 
@@ -341,11 +340,13 @@ async def _cap_output(engine: Engine, run: Run, outcome: services.RunOutcome, wo
             actor=Actor.worker(worker_id),
         )
     except ArtifactError as exc:
-        clipped += f"\n[the whole output could not be kept as an artifact: {exc}]"
+        note = f"\n[the whole output could not be kept as an artifact: {exc}]"
     else:
         outcome.output_artifact_id = artifact.pk
-        clipped += f"\n[the whole output is artifact {artifact.pk} (output.txt)]"
-    outcome.output, outcome.output_truncated = clipped, True
+        note = f"\n[the whole output is artifact {artifact.pk} (output.txt)]"
+    limit = settings.HARNESS_MAX_STORED_CHARS
+    outcome.output = clip_text(outcome.output, max(0, limit - len(note)))[0] + note[: max(0, limit)]
+    outcome.output_truncated = True
 
 
 async def _sandbox_open(run: Run, spec: AgentSpec, worker_id: str, writer: EventWriter) -> OpenSandbox:
