@@ -15,9 +15,10 @@ import contextvars
 import functools
 from collections.abc import Callable
 from concurrent.futures import Executor
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
-from django.db import DatabaseError, connection
+from django.db import DatabaseError, connection, transaction
 
 
 def pooled() -> bool:
@@ -51,3 +52,10 @@ async def db_call[R](fn: Callable[..., R], /, *args: Any, executor: Executor | N
     context = contextvars.copy_context()
     context.run(calling_loop.set, loop)
     return await loop.run_in_executor(executor, context.run, call)
+
+
+def reads_together() -> AbstractContextManager[Any]:
+    """Several reads in one transaction on Postgres (one round of BEGIN/COMMIT, not one per
+    statement). On SQLite every transaction takes the write lock (IMMEDIATE): reads stay
+    in autocommit there."""
+    return nullcontext() if connection.vendor == "sqlite" else transaction.atomic()

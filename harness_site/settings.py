@@ -136,6 +136,9 @@ def _database(url: str) -> dict[str, Any]:
                 "timeout": DATABASE_POOL_TIMEOUT_SECONDS,
                 "name": "harness",
             }
+            # A health check would cost a round trip (an empty statement) per checkout: the
+            # pool discards a connection returned broken, and the call that met it answers 503.
+            config["CONN_HEALTH_CHECKS"] = False
     return config
 
 

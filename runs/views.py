@@ -13,7 +13,7 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, Stream
 from django.shortcuts import render
 from django.urls import reverse
 
-from common.db import db_call
+from common.db import db_call, reads_together
 from runs.models import Run
 from runs.stream_auth import stream_principal, stream_run_for
 from runs.streams import run_event_stream
@@ -24,8 +24,9 @@ def _error(status: int, detail: str) -> JsonResponse:
 
 
 def _authorize(*, run_id: str, api_key: str | None, token: str | None) -> tuple[Any, bool]:
-    user = stream_principal(run_id=run_id, api_key=api_key, token=token, session_user=None, origin=None)
-    return user, user is not None and stream_run_for(user=user, run_id=run_id) is not None
+    with reads_together():
+        user = stream_principal(run_id=run_id, api_key=api_key, token=token, session_user=None, origin=None)
+        return user, user is not None and stream_run_for(user=user, run_id=run_id) is not None
 
 
 async def run_events_sse(request: HttpRequest, run_id: str) -> HttpResponse | StreamingHttpResponse:
