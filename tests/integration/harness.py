@@ -71,7 +71,7 @@ class Harness:
                 "SECRET_KEY": "integration-secret-key-0123456789abcdef",
                 "HARNESS_VAR_DIR": str(workdir),
                 "DATABASE_URL": self.postgres.url if self.postgres else f"sqlite:///{workdir / 'harness.sqlite3'}",
-                "HARNESS_WORKERS": "2",
+                "HARNESS_WORKERS": "1",
                 "PYTHONUNBUFFERED": "1",
             }
         )
@@ -79,6 +79,7 @@ class Harness:
         self.log_path = workdir / f"harness-{self.port}.log"  # stdout: JSON lines only
         self.err_path = workdir / f"harness-{self.port}.err"  # stderr: the banner for people
         self.process: subprocess.Popen[bytes] | None = None
+        self.starts = 0
         self.manage("migrate", "--noinput")
 
     def manage(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -107,10 +108,14 @@ class Harness:
             if self.process.poll() is not None:
                 raise RuntimeError(f"harness exited early:\n{self.log_path.read_text()}{self.err_path.read_text()}")
             try:
+                log = self.log_path.read_text()
+                engines = int(self.env.get("HARNESS_WORKERS", "1"))
                 if (
                     httpx.get(f"{self.base_url}/health", timeout=1).status_code == 200
-                    and "running." in self.log_path.read_text()
+                    and "running." in log  # the jobs cluster
+                    and log.count('"run engine ready"') >= engines * (self.starts + 1)
                 ):
+                    self.starts += 1
                     return self
             except httpx.HTTPError:
                 pass
