@@ -201,6 +201,10 @@ class Engine:
         self.stopping = True
         feeder.cancel()
         holder.cancel()
+        held = [run_id for queue in self.held.values() for run_id in queue]
+        self.held.clear()
+        for run_id in held:  # back on the queue for another worker (claims make a repeat harmless)
+            await self.db(services.run_enqueue, run_id)
         if self.tasks:
             logger.info("worker stopping: waiting for runs in flight", extra={"runs": len(self.tasks)})
             await asyncio.wait(set(self.tasks), timeout=settings.HARNESS_WORKER_STOP_GRACE_SECONDS)

@@ -161,3 +161,22 @@ def test_a_blocking_sync_tool_does_not_delay_another_run_on_the_same_loop(alice,
     assert sleeper.status == "succeeded" and sleeper.output == "slept 2.0"
     assert quick.finished_at < sleeper.finished_at
     assert (quick.finished_at - quick.created_at).total_seconds() < 1.5, "the quick run waited for the nap"
+
+
+@override_settings(HARNESS_OFFLINE_DELAY_MS=SLOW_WORD_MS)
+def test_a_stopping_worker_puts_the_runs_it_held_back_on_the_queue(alice):
+    runs = [make_run(alice) for _ in range(3)]
+    with serving(concurrency=3, principal_cap=1):
+        wait_until(lambda: Run.objects.filter(status="running").count() == 1)
+        time.sleep(0.3)  # the other two were taken from the queue and held
+        assert services.run_broker().queue_size() == 0
+    # The stop let the running one finish and gave the held ones back.
+    assert services.run_broker().queue_size() == 2
+    assert sorted(Run.objects.filter(pk__in=[r.pk for r in runs]).values_list("status", flat=True)) == [
+        "queued",
+        "queued",
+        "succeeded",
+    ]
+    with serving(concurrency=3, principal_cap=1):
+        wait_until(lambda: all_finished(runs), timeout=30)
+    assert set(Run.objects.filter(pk__in=[r.pk for r in runs]).values_list("status", flat=True)) == {"succeeded"}
