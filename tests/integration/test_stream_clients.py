@@ -32,6 +32,7 @@ def harness(tmp_path_factory):
         # Room for a run whose events are megabytes, and a small unread-buffer limit.
         "HARNESS_MAX_INPUT_CHARS": "3000000",
         "HARNESS_MAX_REQUEST_BYTES": "4000000",
+        "HARNESS_MAX_STORED_CHARS": "3000000",
         "HARNESS_STREAM_MAX_BUFFER_BYTES": "262144",
         "HARNESS_STREAM_STALL_SECONDS": "2",
     }
