@@ -267,7 +267,7 @@ class Engine:
                     if run_id is not None:
                         self._launch(run_id)
         finally:
-            feed_thread.submit(connection.close)
+            feed_thread.submit(_close_this_threads_connection)
             feed_thread.shutdown(wait=False, cancel_futures=False)
 
     async def _retry_held(self) -> None:
@@ -336,6 +336,10 @@ class Engine:
         logger.info("run stopped from outside", extra={"run_id": handle.run_id, "status": why})
         if handle.result is not None:
             handle.result.cancel(mode="immediate")
+
+
+def _close_this_threads_connection() -> None:
+    connection.close()  # looked up on the calling thread: Django's connections are per thread
 
 
 def _log_crash(task: asyncio.Task[Any]) -> None:
