@@ -879,7 +879,9 @@ def idle_phase(harness: Harness, meters: Meters, seconds: float, settle: float) 
         "postgres_cpu_cores": (after["postgres"] - before["postgres"]) / wall
         if before["postgres"] is not None
         else None,
-        "pg_xact_per_s": (xact_after - xact_before) / (wall + settle) if xact_after is not None and xact_before is not None else None,
+        "pg_xact_per_s": (xact_after - xact_before) / (wall + settle)
+        if xact_after is not None and xact_before is not None
+        else None,
         "rss_mib": meters.harness_tree.peak_rss / MiB,
     }
     log(
