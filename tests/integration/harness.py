@@ -108,12 +108,12 @@ class Harness:
             if self.process.poll() is not None:
                 raise RuntimeError(f"harness exited early:\n{self.log_path.read_text()}{self.err_path.read_text()}")
             try:
-                log = self.log_path.read_text()
+                logged = self.log_path.read_text()
                 engines = int(self.env.get("HARNESS_WORKERS", "1"))
                 if (
                     httpx.get(f"{self.base_url}/health", timeout=1).status_code == 200
-                    and "running." in log  # the jobs cluster
-                    and log.count('"run engine ready"') >= engines * (self.starts + 1)
+                    and "running." in logged  # the jobs cluster
+                    and logged.count('"run engine ready"') >= engines * (self.starts + 1)
                 ):
                     self.starts += 1
                     return self
