@@ -139,3 +139,60 @@ def test_a_crashed_worker_leaves_nothing_the_reapers_do_not_clean(harness, root)
     (sandbox,) = client.get(f"/api/runs/{run['id']}/sandboxes").json()
     assert sandbox["cleanup_state"] == "done" and sandbox["exit_info"]["reason"] == "reaped: run is failed"
     assert client.get(f"/api/runs/{run['id']}").json()["status"] == "failed"
+
+
+def test_a_run_printing_256_mb_costs_its_worker_little_and_slows_no_other_run(harness):
+    """The worker's memory stays bounded, its lease holds, the other runs on its loop go on,
+    and what is stored of the 256 MB is capped."""
+    import threading
+
+    import psutil
+
+    assert harness.process is not None
+    tree = psutil.Process(harness.process.pid).children(recursive=True)
+    [engine] = [proc for proc in tree if "runengine" in " ".join(proc.cmdline())]
+    key = harness.api_key("printer")
+    baseline = engine.memory_info().rss
+    peak = [baseline]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], engine.memory_info().rss)
+            time.sleep(0.05)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        with harness.client(key) as client:
+            big = client.post(
+                "/api/runs",
+                json={
+                    "input": "```sh\nhead -c 268435456 /dev/zero | tr '\\0' x\n```",
+                    "agent": "coder",
+                    "model": "offline",
+                },
+            ).json()
+            harness.wait_for(client, big["id"], ("running", "succeeded", "failed"), timeout=20)
+            started = time.monotonic()
+            quick = client.post(
+                "/api/runs", json={"input": "What is 6 * 7?", "agent": "calculator", "model": "offline"}
+            ).json()
+            quick_done = harness.wait_for(client, quick["id"], ("succeeded", "failed"), timeout=20)
+            quick_seconds = time.monotonic() - started
+            done_big = harness.wait_for(client, big["id"], ("succeeded", "failed", "cancelled"), timeout=90)
+            raw = client.get(f"/api/runs/{big['id']}")
+            outputs = tool_outputs(client, big["id"])
+            with client.stream("GET", f"/api/runs/{big['id']}/events", timeout=30) as response:
+                stream_bytes = sum(len(chunk) for chunk in response.iter_bytes())
+    finally:
+        done.set()
+        sampler.join()
+    assert quick_done["status"] == "succeeded" and quick_seconds < 5, quick_seconds
+    assert done_big["status"] == "succeeded", done_big
+    assert done_big["attempts"] == 1  # its lease held: never reaped, never retried
+    growth_mb = (peak[0] - baseline) / 2**20
+    assert growth_mb < 200, growth_mb
+    assert len(raw.content) < 200_000 and stream_bytes < 500_000, (len(raw.content), stream_bytes)
+    assert outputs and "[output truncated: 268435456 bytes in all" in outputs[0]
+    assert all(len(output) <= 65_536 for output in outputs)
