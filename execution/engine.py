@@ -14,7 +14,7 @@ Per process, not per run:
   renews every lease in one UPDATE. It is a thread so leases stay alive while the
   loop is busy; it stops renewing a run past its timeout, so a wedged run is reaped;
 - a few database threads (HARNESS_WORKER_DB_THREADS) for claims, event batches and
-  outcomes, each keeping its connection;
+  outcomes (a pooled connection is given back after each call: common.db);
 - a thread pool for synchronous tools (HARNESS_WORKER_THREADS), each call giving its
   database connection back when it ends.
 A run's owner may have at most HARNESS_PRINCIPAL_MAX_INFLIGHT runs running over all
@@ -42,7 +42,7 @@ from typing import Any
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connection
 
-from common.db import db_call
+from common.db import db_call, db_call_sync
 from execution.executor import execute_claimed
 from execution.tracing import tracing_install
 from runs import services
@@ -69,7 +69,6 @@ class InFlight:
     token: str
     deadline: float  # time.monotonic(): past it the watcher stops renewing the lease
     owner_id: int | None = None
-    claimed: bool = False
     finishing: bool = False  # its outcome is being written: the watcher leaves it alone
     result: Any = None  # the SDK's RunResultStreaming, once started
     stopped: str | None = None  # why it was stopped from outside
@@ -105,7 +104,6 @@ class Engine:
         self.stop_watching = threading.Event()
         self.loop: asyncio.AbstractEventLoop | None = None
         self.room: asyncio.Event | None = None
-        self.stopping = False
 
     # --- plumbing -------------------------------------------------------------------
 
@@ -166,7 +164,7 @@ class Engine:
         if claim is None:
             logger.info("run not claimed: already taken, cancelled or finished", extra={"run_id": run_id})
             return None
-        handle.owner_id, handle.claimed = claim.run.owner_id, True
+        handle.owner_id = claim.run.owner_id
         with self.lock:
             self.inflight[run_id] = handle
         try:
@@ -198,7 +196,6 @@ class Engine:
             extra={"worker_id": self.worker_id, "concurrency": self.concurrency, "principal_cap": self.principal_cap},
         )
         await stop.wait()
-        self.stopping = True
         feeder.cancel()
         holder.cancel()
         held = [run_id for queue in self.held.values() for run_id in queue]
@@ -242,8 +239,6 @@ class Engine:
             self._update_room()
 
     async def _feed(self) -> None:
-        from django_q.signing import SignedPackage
-
         room = self.room
         if room is None:
             raise RuntimeError("the engine's loop services are not started")
@@ -263,7 +258,7 @@ class Engine:
                 for ack_id, payload in tasks or []:
                     if ack_id is not None:
                         await loop.run_in_executor(feed_thread, broker.acknowledge, ack_id)
-                    run_id = _task_run_id(SignedPackage, payload)
+                    run_id = _task_run_id(payload)
                     if run_id is not None:
                         self._launch(run_id)
         finally:
@@ -298,31 +293,23 @@ class Engine:
         next_renewal = time.monotonic() + renew_every
         while not self.stop_watching.wait(settings.HARNESS_CANCEL_CHECK_SECONDS):
             with self.lock:
-                handles = [
-                    handle
-                    for handle in self.inflight.values()
-                    if handle.claimed and not handle.stopped and not handle.finishing
-                ]
+                handles = [handle for handle in self.inflight.values() if not handle.stopped and not handle.finishing]
             if not handles:
                 next_renewal = min(next_renewal, time.monotonic() + renew_every)
                 continue
             try:
-                states = services.run_states(run_ids=[handle.run_id for handle in handles])
+                states = db_call_sync(services.run_states, run_ids=[handle.run_id for handle in handles])
                 for handle in handles:
                     status, holder = states.get(handle.run_id, ("deleted", ""))
                     if status != Run.Status.RUNNING or holder != handle.token:
                         self._stop_threadsafe(handle, status if status != Run.Status.RUNNING else "taken over")
                 now = time.monotonic()
                 if now >= next_renewal:
-                    services.run_heartbeat_many(
-                        worker_ids=[handle.token for handle in handles if now < handle.deadline]
-                    )
+                    tokens = [handle.token for handle in handles if now < handle.deadline]
+                    db_call_sync(services.run_heartbeat_many, worker_ids=tokens)
                     next_renewal = now + renew_every
             except DatabaseError as exc:
                 logger.warning("watcher: database unavailable", extra={"error": type(exc).__name__})
-                close_old_connections()
-                if connection.connection is not None and not connection.is_usable():
-                    connection.close()
         connection.close()
 
     def _stop_threadsafe(self, handle: InFlight, why: str) -> None:
@@ -347,9 +334,11 @@ def _log_crash(task: asyncio.Task[Any]) -> None:
         logger.error("run engine: %s stopped", task.get_name(), exc_info=task.exception())
 
 
-def _task_run_id(signed_package: Any, payload: Any) -> str | None:
+def _task_run_id(payload: Any) -> str | None:
+    from django_q.signing import SignedPackage
+
     try:
-        task = signed_package.loads(payload)
+        task = SignedPackage.loads(payload)
         return str(task["args"][0])
     except Exception:
         logger.warning("run queue: a task that is not a run was dropped")

@@ -39,12 +39,26 @@ FINAL_TYPES = {Run.Status.SUCCEEDED: SUCCEEDED, Run.Status.FAILED: FAILED, Run.S
 
 EventSpec = tuple[str, dict[str, Any]]
 
+# The run's columns by attname, for the raw UPDATEs that reserve event numbers.
+RUN_FIELDS = {field.attname: field for field in Run._meta.concrete_fields}
 
-def _take_seqs(run_id: str, count: int, *, status: str | None, worker_id: str | None) -> int | None:
-    """Reserve `count` sequence numbers; returns the last one, or None if the run is not as expected."""
-    table = connection.ops.quote_name(Run._meta.db_table)
-    sql = f"UPDATE {table} SET event_seq = event_seq + %s WHERE id = %s"  # noqa: S608 (names are ours)
-    params: list[Any] = [count, run_id]
+
+def take_seqs(
+    run_id: str,
+    count: int,
+    *,
+    status: str | None,
+    worker_id: str | None,
+    fields: dict[str, Any] | None = None,
+) -> int | None:
+    """Reserve `count` sequence numbers, setting `fields` of the run in the same UPDATE;
+    returns the last number, or None if the run is not as expected (nothing changed)."""
+    quote = connection.ops.quote_name
+    run_fields = {field.attname: field for field in Run._meta.concrete_fields}
+    assignments = [f"{quote(str(run_fields[name].column))} = %s" for name in fields or {}]
+    params: list[Any] = [run_fields[name].get_db_prep_save(value, connection) for name, value in (fields or {}).items()]
+    sql = f"UPDATE {quote(Run._meta.db_table)} SET {', '.join([*assignments, 'event_seq = event_seq + %s'])} WHERE id = %s"  # noqa: S608 (names are ours)
+    params += [count, run_id]
     if status is not None:
         sql += " AND status = %s"
         params.append(status)
@@ -68,7 +82,7 @@ def events_append(
     if not events:
         return []
     with transaction.atomic():
-        last = _take_seqs(run_id, len(events), status=require_status, worker_id=require_worker)
+        last = take_seqs(run_id, len(events), status=require_status, worker_id=require_worker)
         if last is None:
             return None
         return events_insert(run_id=run_id, events=events, last_seq=last)

@@ -276,7 +276,7 @@ CLAIM_FIELDS = (
     "event_seq",
     "origin",
 )
-_RUN_FIELDS = {field.attname: field for field in Run._meta.concrete_fields}
+_RUN_FIELDS = events.RUN_FIELDS
 CLAIM_COLUMNS = tuple(connection.ops.quote_name(str(_RUN_FIELDS[name].column)) for name in CLAIM_FIELDS)
 
 
@@ -311,10 +311,6 @@ def run_heartbeat_many(*, worker_ids: list[str]) -> int:
         return 0
     lease = timezone.now() + timedelta(seconds=settings.HARNESS_RUN_LEASE_SECONDS)
     return Run.objects.filter(status=Run.Status.RUNNING, worker_id__in=worker_ids).update(lease_expires_at=lease)
-
-
-def run_status(*, run_id: str) -> str | None:
-    return Run.objects.filter(pk=run_id).values_list("status", flat=True).first()
 
 
 def run_states(*, run_ids: list[str]) -> dict[str, tuple[str, str]]:
@@ -402,9 +398,7 @@ def run_finish(
         "trace_id": outcome.trace.id if outcome.trace else "",
         "model_calls": model_calls,
     }
-    last_seq = _update_returning_seq(
-        run_id=run_id, fields=fields, add_seqs=len(batch), status=Run.Status.RUNNING, worker_id=worker_id
-    )
+    last_seq = events.take_seqs(run_id, len(batch), status=Run.Status.RUNNING, worker_id=worker_id, fields=fields)
     if last_seq is None:
         Run.objects.filter(pk=run_id).update(
             usage=usage, trace_id=outcome.trace.id if outcome.trace else "", model_calls=model_calls
@@ -420,25 +414,6 @@ def run_finish(
         data={"error": error} if error else {"usage": usage},
     )
     return True
-
-
-def _update_returning_seq(
-    *, run_id: str, fields: dict[str, Any], add_seqs: int, status: str, worker_id: str
-) -> int | None:
-    """One conditional UPDATE of the run that also reserves `add_seqs` event numbers.
-    The last number, or None when the run is not (status, worker_id) any more."""
-    quote = connection.ops.quote_name
-    assignments = ", ".join(f"{quote(str(_RUN_FIELDS[name].column))} = %s" for name in fields)
-    params = [_RUN_FIELDS[name].get_db_prep_save(value, connection) for name, value in fields.items()]
-    table = quote(Run._meta.db_table)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {table} SET {assignments}, event_seq = event_seq + %s "  # noqa: S608 (names are ours)
-            "WHERE id = %s AND status = %s AND worker_id = %s RETURNING event_seq",
-            [*params, add_seqs, run_id, status, worker_id],
-        )
-        row = cursor.fetchone()
-    return None if row is None else int(row[0])
 
 
 def trace_insert(*, trace: Trace, spans: list[Span]) -> None:
