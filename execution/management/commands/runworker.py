@@ -8,7 +8,6 @@ HARNESS_WORKER_STOP_GRACE_SECONDS to finish.
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 import time
@@ -16,6 +15,8 @@ from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
+
+from common.processes import StopSignals, stop_children
 
 RESTART_DELAY_SECONDS = 1.0
 
@@ -27,32 +28,16 @@ class Command(BaseCommand):
         commands = {f"engine-{n}": "runengine" for n in range(1, settings.HARNESS_WORKERS + 1)}
         commands["jobs"] = "qcluster"
         children = {name: self._start(command) for name, command in commands.items()}
-        stopping = False
-
-        def stop(signum: int, frame: Any) -> None:
-            nonlocal stopping
-            stopping = True
-
-        signal.signal(signal.SIGINT, stop)
-        signal.signal(signal.SIGTERM, stop)
-        while not stopping:
+        signals = StopSignals()
+        while not signals.requested:
             for name, child in list(children.items()):
                 code = child.poll()
-                if code is not None and not stopping:
+                if code is not None and not signals.requested:
                     self.stderr.write(f"worker: {name} exited with code {code}; starting it again.")
                     time.sleep(RESTART_DELAY_SECONDS)
                     children[name] = self._start(commands[name])
             time.sleep(0.2)
-        for child in children.values():
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + settings.HARNESS_WORKER_STOP_GRACE_SECONDS + 10
-        for child in children.values():
-            try:
-                child.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
+        stop_children(children, grace=settings.HARNESS_WORKER_STOP_GRACE_SECONDS + 10, say=self.stderr.write)
 
     def _start(self, command: str) -> subprocess.Popen[bytes]:
         return subprocess.Popen(  # noqa: S603 (our own interpreter and manage.py, no user input)

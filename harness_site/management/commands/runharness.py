@@ -8,7 +8,6 @@ supervisor (or a container runtime) restarts the pair.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
-STOP_GRACE_SECONDS = 15
+from common.processes import StopSignals, stop_children
 
 
 class Command(BaseCommand):
@@ -71,38 +70,18 @@ class Command(BaseCommand):
                 ]
             )
         )
-        stopping = False
-
-        def stop(signum: int, frame: Any) -> None:
-            nonlocal stopping
-            stopping = True
-
-        signal.signal(signal.SIGINT, stop)
-        signal.signal(signal.SIGTERM, stop)
+        signals = StopSignals()
         exit_code = 0
-        while not stopping:
+        while not signals.requested and not exit_code:
             for name, child in children.items():
                 code = child.poll()
                 if code is not None:
                     self.stderr.write(f"{name} exited with code {code}; stopping the harness.")
                     exit_code = code or 1
-                    stopping = True
                     break
             time.sleep(0.2)
-        self._stop_all(children)
+        # The worker's own stop takes its runs' grace and its children's: wait for it.
+        stop_children(children, grace=settings.HARNESS_WORKER_STOP_GRACE_SECONDS + 20, say=self.stderr.write)
+        self.stderr.write("Harness stopped.")
         if exit_code:
             raise SystemExit(exit_code)
-
-    def _stop_all(self, children: dict[str, subprocess.Popen[bytes]]) -> None:
-        for child in children.values():
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + STOP_GRACE_SECONDS
-        for name, child in children.items():
-            try:
-                child.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                self.stderr.write(f"{name} did not stop in {STOP_GRACE_SECONDS} s; killing it.")
-                child.kill()
-                child.wait()
-        self.stderr.write("Harness stopped.")

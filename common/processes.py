@@ -1,0 +1,36 @@
+"""Supervising child processes: the stop signals, and stopping children within a grace."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from typing import Any
+
+
+class StopSignals:
+    """SIGINT and SIGTERM set `requested` instead of interrupting the supervisor."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        signal.signal(signal.SIGINT, self._stop)
+        signal.signal(signal.SIGTERM, self._stop)
+
+    def _stop(self, signum: int, frame: Any) -> None:
+        self.requested = True
+
+
+def stop_children(children: dict[str, subprocess.Popen[bytes]], *, grace: float, say: Callable[[str], None]) -> None:
+    """SIGTERM to every child still running; one that has not exited after `grace` seconds is killed."""
+    for child in children.values():
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for name, child in children.items():
+        try:
+            child.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            say(f"{name} did not stop in {grace:g} s; killing it.")
+            child.kill()
+            child.wait()
