@@ -80,6 +80,7 @@ class Harness:
         self.err_path = workdir / f"harness-{self.port}.err"  # stderr: the banner for people
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
+        self.group: int | None = None  # the process group of the last start
         self.manage("migrate", "--noinput")
 
     def manage(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -103,6 +104,7 @@ class Harness:
             stderr=err,
             start_new_session=True,
         )
+        self.group = self.process.pid
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -147,6 +149,13 @@ class Harness:
                 self.stop()
             except Exception:
                 self.kill()
+        if self.group is not None:
+            # Nothing of this harness may outlive the test: a straggler left in its own
+            # process group (no other instance's) is killed.
+            try:
+                os.killpg(self.group, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         if self.postgres:
             self.postgres.drop()
 
