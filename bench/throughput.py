@@ -390,6 +390,9 @@ class Harness:
                 "HARNESS_WORKERS": str(args.workers),
                 "HARNESS_WORKER_CONCURRENCY": str(args.worker_concurrency),
                 "HARNESS_PRINCIPAL_MAX_INFLIGHT": str(args.principal_max_inflight),
+                # One key drives the whole load: the per-key limits would measure themselves.
+                "HARNESS_API_RATE_LIMIT": "0",
+                "HARNESS_MAX_STREAMS_PER_KEY": "0",
             }
         )
         if args.offline_delay_ms is not None:

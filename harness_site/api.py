@@ -9,6 +9,7 @@ from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 
 from accounts.auth import ApiAuthError, ApiKeyAuth
+from common.ratelimits import RateLimited
 from harness_site.middleware import database_unavailable_response
 
 api = NinjaAPI(
@@ -30,6 +31,13 @@ def auth_error(request: HttpRequest, exc: ApiAuthError) -> HttpResponse:
 @api.exception_handler(AuthenticationError)
 def authentication_error(request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
     return auth_error(request, ApiAuthError("invalid or missing API key"))
+
+
+@api.exception_handler(RateLimited)
+def rate_limited(request: HttpRequest, exc: RateLimited) -> HttpResponse:
+    response = api.create_response(request, {"detail": exc.message}, status=429)
+    response["Retry-After"] = str(exc.retry_after)
+    return response
 
 
 @api.exception_handler(RequestDataTooBig)

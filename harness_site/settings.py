@@ -401,6 +401,26 @@ if REDIS_URL:
 else:
     Q_CLUSTER["orm"] = "default"
 
+# --- Limits per API key -----------------------------------------------------------
+# Requests per minute (0: no limit) and open streams, SSE and WebSocket (0: no cap), per API
+# key. The counts live in the cache: Redis with REDIS_URL, shared by every web process;
+# otherwise this process's memory (one web process).
+HARNESS_API_RATE_LIMIT = env_int("HARNESS_API_RATE_LIMIT", 600, minimum=0)
+HARNESS_MAX_STREAMS_PER_KEY = env_int("HARNESS_MAX_STREAMS_PER_KEY", 20, minimum=0)
+CACHES: dict[str, dict[str, Any]] = {
+    "default": (
+        {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "harness",
+            # A Redis that stops answering costs a request two seconds, not forever.
+            "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
+        }
+        if REDIS_URL
+        else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "harness"}
+    )
+}
+
 # --- Logging: JSON lines on stdout ---------------------------------------
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
 LOGGING = {

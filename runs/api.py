@@ -113,7 +113,7 @@ class StreamTokenOut(Schema):
 def create_stream_token(request: HttpRequest, run_id: str) -> dict[str, object]:
     """A short-lived token for this run only: for browsers, which cannot set headers on a WebSocket."""
     run = get_run_or_404(request, run_id)
-    token = stream_token_issue(run_id=run.pk, user_id=request.auth.pk)  # type: ignore[attr-defined]
+    token = stream_token_issue(run_id=run.pk, user_id=request.auth.pk, api_key_id=request.api_key.pk)  # type: ignore[attr-defined]
     return {
         "token": token,
         "expires_in": settings.HARNESS_STREAM_TOKEN_SECONDS,

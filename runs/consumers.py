@@ -4,7 +4,7 @@ Authenticate with `?token=` (POST /api/runs/{id}/stream-token), an
 `Authorization: Bearer <API key>` header, or a staff session from our own pages.
 Each message is one event `{"seq", "type", "data"}`; after the final event the
 server closes with 1000. 4401: no valid credentials; 4404: no such run for you;
-4400: bad `after`.
+4400: bad `after`; 4429: the key already has HARNESS_MAX_STREAMS_PER_KEY streams open.
 """
 
 from __future__ import annotations
@@ -17,11 +17,14 @@ from urllib.parse import parse_qs
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from common.db import db_call
+from common.ratelimits import StreamLimitReached, StreamSlot, stream_slot_take
 from runs.stream_auth import stream_principal, stream_run_for
 from runs.streams import run_event_stream
 
 
 class RunStreamConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
+    slot: StreamSlot | None = None
+
     async def connect(self) -> None:
         run_id = self.scope["url_route"]["kwargs"]["run_id"]
         query = parse_qs(self.scope.get("query_string", b"").decode())
@@ -36,7 +39,7 @@ class RunStreamConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         except ValueError:
             await self.close(code=4400)
             return
-        user = await db_call(
+        principal = await db_call(
             stream_principal,
             run_id=run_id,
             api_key=api_key,
@@ -44,11 +47,16 @@ class RunStreamConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             session_user=self.scope.get("user"),
             origin=headers.get("origin"),
         )
-        if user is None:
+        if principal is None:
             await self.close(code=4401)
             return
-        if await db_call(stream_run_for, user=user, run_id=run_id) is None:
+        if await db_call(stream_run_for, user=principal.user, run_id=run_id) is None:
             await self.close(code=4404)
+            return
+        try:
+            self.slot = await stream_slot_take(key_id=principal.api_key_id)
+        except StreamLimitReached as exc:
+            await self.close(code=4429, reason=exc.message)
             return
         self.pump = asyncio.create_task(self._pump(run_id, after))
 
@@ -57,6 +65,11 @@ class RunStreamConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             if event is not None:  # keepalive ticks: daphne pings WebSockets itself
                 await self.send_json(event)
         await self.close(code=1000)
+        await self._release()
+
+    async def _release(self) -> None:
+        if self.slot is not None:
+            await self.slot.release()
 
     async def disconnect(self, code: int) -> None:
         pump = getattr(self, "pump", None)
@@ -64,6 +77,7 @@ class RunStreamConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             pump.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await pump
+        await self._release()
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
         pass  # the stream is one-way

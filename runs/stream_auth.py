@@ -2,32 +2,49 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.http.request import validate_host
 
+from accounts.models import ApiKey
 from accounts.services import apikey_authenticate
 from runs.models import Run
 from runs.streams import stream_token_read
 
 
+class StreamPrincipal(NamedTuple):
+    user: User
+    # The key whose stream cap (and, for SSE, rate limit) the stream counts against; None for staff sessions.
+    api_key_id: str | None
+
+
 def stream_principal(
     *, run_id: str, api_key: str | None, token: str | None, session_user: User | None, origin: str | None
-) -> User | None:
-    """The user following this stream, or None. Raises nothing; says nothing about the run."""
+) -> StreamPrincipal | None:
+    """Who follows this stream, or None. Raises nothing; says nothing about the run."""
     if api_key:
         key = apikey_authenticate(raw_key=api_key)
-        return key.user if key else None
+        return StreamPrincipal(key.user, key.pk) if key else None
     if token:
-        user_id = stream_token_read(token, run_id=run_id)
-        return User.objects.filter(pk=user_id, is_active=True).first() if user_id else None
+        issued = stream_token_read(token, run_id=run_id)
+        if issued is None:
+            return None
+        user_id, key_id = issued
+        # A token lives no longer than its key: revoking the key ends its tokens too.
+        issuer = (
+            ApiKey.objects.select_related("user")
+            .filter(pk=key_id, user_id=user_id, revoked_at__isnull=True, user__is_active=True)
+            .first()
+        )
+        return StreamPrincipal(issuer.user, issuer.pk) if issuer else None
     if session_user is not None and session_user.is_authenticated and session_user.is_staff:
         # Cookies ride along on cross-site WebSocket handshakes: only our own pages may use them.
         host = urlsplit(origin or "").hostname
         if host and validate_host(host, settings.ALLOWED_HOSTS):
-            return session_user
+            return StreamPrincipal(session_user, None)
     return None
 
 

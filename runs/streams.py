@@ -92,19 +92,26 @@ def events_publish_on_commit(run_id: str, events: list[dict[str, Any]]) -> None:
         transaction.on_commit(lambda: async_to_sync(publish)(run_id, message))
 
 
-def stream_token_issue(*, run_id: str, user_id: int) -> str:
-    return signing.dumps({"r": run_id, "u": user_id}, salt=TOKEN_SALT, compress=True)
+def stream_token_issue(*, run_id: str, user_id: int, api_key_id: str) -> str:
+    """A token for this run's stream; the stream it opens counts against the issuing key's cap."""
+    return signing.dumps({"r": run_id, "u": user_id, "k": api_key_id}, salt=TOKEN_SALT, compress=True)
 
 
-def stream_token_read(token: str, *, run_id: str) -> int | None:
-    """The user id a token was issued to for this run, or None (bad, expired, or another run's)."""
+def stream_token_read(token: str, *, run_id: str) -> tuple[int, str] | None:
+    """The user id and API key id a token was issued to for this run, or None (bad, expired,
+    or another run's)."""
     try:
         payload = signing.loads(token, salt=TOKEN_SALT, max_age=settings.HARNESS_STREAM_TOKEN_SECONDS)
     except signing.BadSignature:
         return None
-    if not isinstance(payload, dict) or payload.get("r") != run_id or not isinstance(payload.get("u"), int):
+    if (
+        not isinstance(payload, dict)
+        or payload.get("r") != run_id
+        or not isinstance(payload.get("u"), int)
+        or not isinstance(payload.get("k"), str)
+    ):
         return None
-    return payload["u"]
+    return payload["u"], payload["k"]
 
 
 PAGE = 500

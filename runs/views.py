@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from typing import Any
 
 from django.contrib.admin.utils import quote
 from django.contrib.admin.views.decorators import staff_member_required
@@ -14,8 +13,9 @@ from django.shortcuts import render
 from django.urls import reverse
 
 from common.db import db_call, reads_together
+from common.ratelimits import RateLimited, SlotHeld, api_rate_count, stream_slot_take
 from runs.models import Run
-from runs.stream_auth import stream_principal, stream_run_for
+from runs.stream_auth import StreamPrincipal, stream_principal, stream_run_for
 from runs.streams import run_event_stream
 
 
@@ -23,10 +23,21 @@ def _error(status: int, detail: str) -> JsonResponse:
     return JsonResponse({"detail": detail}, status=status)
 
 
-def _authorize(*, run_id: str, api_key: str | None, token: str | None) -> tuple[Any, bool]:
+def _too_many(exc: RateLimited) -> JsonResponse:
+    response = _error(429, exc.message)
+    response["Retry-After"] = str(exc.retry_after)
+    return response
+
+
+def _authorize(*, run_id: str, api_key: str | None, token: str | None) -> tuple[StreamPrincipal | None, bool]:
+    """Who asks and whether the run is theirs; the request counts against the key's rate limit
+    (RateLimited), as every API request does."""
     with reads_together():
-        user = stream_principal(run_id=run_id, api_key=api_key, token=token, session_user=None, origin=None)
-        return user, user is not None and stream_run_for(user=user, run_id=run_id) is not None
+        principal = stream_principal(run_id=run_id, api_key=api_key, token=token, session_user=None, origin=None)
+        found = principal is not None and stream_run_for(user=principal.user, run_id=run_id) is not None
+    if principal is not None and principal.api_key_id is not None:
+        api_rate_count(key_id=principal.api_key_id)
+    return principal, found
 
 
 async def run_events_sse(request: HttpRequest, run_id: str) -> HttpResponse | StreamingHttpResponse:
@@ -43,8 +54,11 @@ async def run_events_sse(request: HttpRequest, run_id: str) -> HttpResponse | St
     token = request.GET.get("token")
     if not api_key and not token:
         return _error(401, "missing API key: send 'Authorization: Bearer <key>' or ?token=")
-    user, found = await db_call(_authorize, run_id=run_id, api_key=api_key, token=token)
-    if user is None:
+    try:
+        principal, found = await db_call(_authorize, run_id=run_id, api_key=api_key, token=token)
+    except RateLimited as exc:
+        return _too_many(exc)
+    if principal is None:
         return _error(401, "invalid or revoked API key or stream token")
     if not found:
         return _error(404, f"run {run_id!r} not found")
@@ -55,6 +69,10 @@ async def run_events_sse(request: HttpRequest, run_id: str) -> HttpResponse | St
             raise ValueError
     except ValueError:
         return _error(422, f"after: expected a non-negative integer, got {raw_after!r}")
+    try:
+        slot = await stream_slot_take(key_id=principal.api_key_id)
+    except RateLimited as exc:
+        return _too_many(exc)
 
     async def body() -> AsyncIterator[str]:
         yield "retry: 1000\n\n"
@@ -65,7 +83,7 @@ async def run_events_sse(request: HttpRequest, run_id: str) -> HttpResponse | St
             data = json.dumps(event, cls=DjangoJSONEncoder)
             yield f"id: {event['seq']}\nevent: {event['type']}\ndata: {data}\n\n"
 
-    response = StreamingHttpResponse(body(), content_type="text/event-stream")
+    response = StreamingHttpResponse(SlotHeld(body(), slot), content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"  # proxies must not buffer the stream
     return response

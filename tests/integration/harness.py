@@ -73,6 +73,9 @@ class Harness:
                 "DATABASE_URL": self.postgres.url if self.postgres else f"sqlite:///{workdir / 'harness.sqlite3'}",
                 "HARNESS_WORKERS": "1",
                 "PYTHONUNBUFFERED": "1",
+                # Tests poll one key hard (wait_for); the limits are tested where they are set.
+                "HARNESS_API_RATE_LIMIT": "0",
+                "HARNESS_MAX_STREAMS_PER_KEY": "0",
             }
         )
         self.env.update(env)
