@@ -15,7 +15,7 @@ import hashlib
 import json
 import re
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agents import Model, ModelSettings, ModelTracing, Usage
 from agents.items import ModelResponse, TResponseInputItem, TResponseStreamEvent
@@ -24,6 +24,9 @@ from openai.types.responses import ResponseCompletedEvent, ResponseOutputItem
 from pydantic import TypeAdapter
 
 from execution.offline import StepModel, model_step
+
+if TYPE_CHECKING:
+    from execution.budget import RunMeter
 
 _OUTPUT_ITEM: TypeAdapter[Any] = TypeAdapter(ResponseOutputItem)
 
@@ -89,10 +92,12 @@ def _usage(usage: Any) -> dict[str, int]:
 
 
 class RecordingModel(Model):
-    """Passes every call to the real model and keeps a cassette of them."""
+    """Passes every call to the real model and keeps a cassette of them; with a meter,
+    each call is first allowed by the run's budget and then priced."""
 
-    def __init__(self, model: Model) -> None:
+    def __init__(self, model: Model, meter: RunMeter | None = None) -> None:
         self.model = model
+        self.meter = meter
         self.calls: list[dict[str, Any]] = []
 
     def _record(self, shape: dict[str, Any], output: list[Any], usage: Any) -> None:
@@ -116,10 +121,14 @@ class RecordingModel(Model):
         **kwargs: Any,
     ) -> ModelResponse:
         shape = call_shape(system_instructions, input, tools)
+        if self.meter is not None:
+            await self.meter.before_call()
         response = await self.model.get_response(
             system_instructions, input, model_settings, tools, output_schema, handoffs, tracing, **kwargs
         )
         self._record(shape, list(response.output), response.usage)
+        if self.meter is not None:
+            await self.meter.after_call(response.usage)
         return response
 
     async def stream_response(
@@ -134,11 +143,15 @@ class RecordingModel(Model):
         **kwargs: Any,
     ) -> AsyncIterator[TResponseStreamEvent]:
         shape = call_shape(system_instructions, input, tools)
+        if self.meter is not None:
+            await self.meter.before_call()
         async for event in self.model.stream_response(
             system_instructions, input, model_settings, tools, output_schema, handoffs, tracing, **kwargs
         ):
             if isinstance(event, ResponseCompletedEvent):
                 self._record(shape, list(event.response.output), event.response.usage)
+                if self.meter is not None:
+                    await self.meter.after_call(event.response.usage)
             yield event
 
 

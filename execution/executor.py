@@ -12,20 +12,24 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from agents import Agent, ItemHelpers, Model, ModelProvider, MultiProvider, RunConfig, Runner
+from agents import Agent, ItemHelpers, MaxTurnsExceeded, Model, ModelProvider, MultiProvider, RunConfig, Runner
 from agents.models.openai_provider import OpenAIProvider
 from agents.run_config import SandboxRunConfig
 from agents.tracing import gen_trace_id
 from django.conf import settings
 
 from audit.services import Actor
+from billing.pricing import TokenUsage
+from billing.services import RunLimits
 from common.limits import clip_data, clip_text
+from execution.budget import BudgetExceeded, RunMeter
 from execution.cassette import CassetteModel, RecordingModel, ReplayDiverged
 from execution.memory import RunMemory
 from execution.offline import OFFLINE_MODEL, OfflineModel
 from execution.tracing import processor, trace_rows
 from harness_site.logs import run_logging_context
 from harness_site.redaction import redact
+from harness_site.telemetry import run_span
 from runs import events, services
 from runs.models import Run
 from runs.registry import AgentSpec, agent_get
@@ -42,9 +46,10 @@ class ModelUnavailable(Exception):
 
 
 def agent_for_run(
-    spec: AgentSpec, model: str, replay: list[dict[str, Any]] | None = None
+    spec: AgentSpec, model: str, replay: list[dict[str, Any]] | None = None, meter: RunMeter | None = None
 ) -> tuple[Agent[Any], ModelProvider, RecordingModel]:
-    """The SDK agent for this run, the provider behind it, and the recorder of its model calls.
+    """The SDK agent for this run, the provider behind it, and the recorder of its model calls
+    (which asks `meter` before each call and tells it each call's usage).
 
     With `replay`, the recorded model responses answer instead of the model.
     """
@@ -62,7 +67,7 @@ def agent_for_run(
             )
         provider = _openai_provider()
         inner = provider.get_model(model)
-    recorder = RecordingModel(inner)
+    recorder = RecordingModel(inner, meter)
     return spec.build(recorder), provider, recorder
 
 
@@ -83,10 +88,13 @@ def _openai_provider() -> OpenAIProvider:
 
 
 def usage_dict(usage: Any) -> dict[str, int]:
+    counted = TokenUsage.of(usage)
     return {
         "requests": usage.requests,
         "input_tokens": usage.input_tokens,
+        "cached_input_tokens": counted.cached_input_tokens,
         "output_tokens": usage.output_tokens,
+        "reasoning_tokens": counted.reasoning_tokens,
         "total_tokens": usage.total_tokens,
     }
 
@@ -209,7 +217,17 @@ async def execute_claimed(
     """Execute a claimed run to its end and record the outcome. Returns the final status
     this worker recorded, or None if the run had been ended elsewhere."""
     run = claim.run
-    with run_logging_context(run.id):
+    with (
+        run_logging_context(run.id),
+        run_span(
+            run_id=run.id,
+            session_id=run.session_id,
+            agent=run.agent,
+            model=run.model,
+            principal=str(run.owner_id),
+            carrier=run.trace_context,
+        ) as span,
+    ):
         logger.info("run started", extra={"agent": run.agent, "model": run.model, "attempt": run.attempts})
         spec = agent_get(run.agent)
         writer = EventWriter(run.id, handle.token, engine)
@@ -222,6 +240,8 @@ async def execute_claimed(
             outcome = await _run_agent(engine, handle, run, spec, writer, memory, replay)
         if outcome.status == Run.Status.SUCCEEDED and outcome.output is not None:
             await _cap_output(engine, run, outcome, handle.token)
+        outcome.otel_trace_id = span.trace_id
+        span.finish(status=outcome.status, error=outcome.error, cost_usd=outcome.cost_usd, usage=outcome.usage)
         pending = await writer.close()
         handle.finishing = True
         recorded = await engine.db(
@@ -232,12 +252,14 @@ async def execute_claimed(
             pending=pending,
             memory=memory.changes,
             session_id=run.session_id,
+            owner_id=run.owner_id,
         )
         logger.info(
             "run finished",
             extra={
                 "status": outcome.status if recorded else "superseded",
                 "usage": outcome.usage,
+                "cost_usd": None if outcome.cost_usd is None else str(outcome.cost_usd),
                 "error": outcome.error or None,
             },
         )
@@ -258,10 +280,15 @@ async def _run_agent(
     sandbox: OpenSandbox | None = None
     recorder: RecordingModel | None = None
     outcome: services.RunOutcome | None = None
+    limits = RunLimits.from_json(run.limits)
+    meter = RunMeter(
+        model="replay" if replay is not None else run.model, owner_id=run.owner_id, limits=limits, db=engine.db
+    )
     try:
-        agent, provider, recorder = agent_for_run(spec, run.model, replay)
+        agent, provider, recorder = agent_for_run(spec, run.model, replay, meter)
         if spec.sandbox:
             sandbox = await _sandbox_open(run, spec, handle.token, writer)
+            meter.sandbox_started = time.monotonic()
         run_config = RunConfig(
             model_provider=provider,
             workflow_name=f"harness:{spec.name}",
@@ -272,7 +299,7 @@ async def _run_agent(
             sandbox=SandboxRunConfig(session=sandbox.session) if sandbox is not None else None,
         )
         result = Runner.run_streamed(
-            agent, run.input, session=memory, run_config=run_config, max_turns=settings.HARNESS_RUN_MAX_TURNS
+            agent, run.input, session=memory, run_config=run_config, max_turns=limits.max_turns
         )
         handle.result = result
         if handle.stopped:
@@ -301,6 +328,15 @@ async def _run_agent(
         outcome = services.RunOutcome(
             status=Run.Status.FAILED, error=f"Run timed out after {seconds:g} s (HARNESS_RUN_TIMEOUT_SECONDS)."
         )
+    except BudgetExceeded as exc:
+        outcome = services.RunOutcome(status=Run.Status.FAILED, error=str(exc), budget=exc.facts)
+    except MaxTurnsExceeded:
+        exceeded = BudgetExceeded(
+            "max_turns",
+            f"max_turns of {limits.max_turns} reached: the agent did not finish",
+            max_turns=limits.max_turns,
+        )
+        outcome = services.RunOutcome(status=Run.Status.FAILED, error=str(exceeded), budget=exceeded.facts)
     except (ModelUnavailable, SandboxError, ReplayDiverged) as exc:
         outcome = services.RunOutcome(status=Run.Status.FAILED, error=str(exc))
     except Exception as exc:
@@ -314,11 +350,12 @@ async def _run_agent(
             writer.emit(events.SANDBOX_STOPPED, {"sandbox_id": sandbox.row.pk, "reason": reason, **outputs})
     if result is not None:
         outcome.usage = usage_dict(result.context_wrapper.usage)
+    outcome.cost_usd, outcome.unpriced, outcome.charged = meter.run_cost, meter.unpriced, meter.charged
     if recorder is not None:
         outcome.model_calls = clip_data(recorder.calls)
     buffer = processor.pop(trace_id)
     if buffer is not None:
-        outcome.trace, outcome.spans = trace_rows(buffer, run_id=run.id)
+        outcome.trace, outcome.spans = trace_rows(buffer, run_id=run.id, model=meter.model)
     return outcome
 
 

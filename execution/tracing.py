@@ -17,6 +17,7 @@ from typing import Any
 from agents import TracingProcessor, add_trace_processor, set_trace_processors
 from django.conf import settings
 
+from billing.pricing import TokenUsage, call_cost
 from harness_site.redaction import redact_data
 from runs.models import Span, Trace
 
@@ -79,14 +80,18 @@ _installed = False
 
 
 def tracing_install() -> None:
-    """Route SDK traces to the harness (once per process)."""
+    """Route SDK traces to the harness, and to OpenTelemetry when it is on (once per process)."""
     global _installed
     if _installed:
         return
+    from harness_site.telemetry import telemetry_instrument_agents
+
     if settings.HARNESS_OPENAI_TRACING:
         add_trace_processor(processor)
     else:
         set_trace_processors([processor])
+    # After ours: OpenInference's processor joins it (a later set_trace_processors would drop it).
+    telemetry_instrument_agents()
     _installed = True
 
 
@@ -114,7 +119,8 @@ def _span_usage(data: dict[str, Any]) -> dict[str, Any] | None:
     return usage if isinstance(usage, dict) else None
 
 
-def trace_rows(buffer: TraceBuffer, *, run_id: str) -> tuple[Trace, list[Span]]:
+def trace_rows(buffer: TraceBuffer, *, run_id: str, model: str = "") -> tuple[Trace, list[Span]]:
+    """The trace and its spans as rows; a model call's span is priced from its usage."""
     export = buffer.export
     trace = Trace(
         id=export["id"],
@@ -129,18 +135,22 @@ def trace_rows(buffer: TraceBuffer, *, run_id: str) -> tuple[Trace, list[Span]]:
     for item in buffer.spans:
         data = item.get("span_data") or {}
         started, ended = _parse(item.get("started_at")), _parse(item.get("ended_at"))
+        usage = _span_usage(data)
+        kind = str(data.get("type") or "unknown")[:32]
+        cost = call_cost(model, TokenUsage.of(usage)) if usage and kind in ("response", "generation") else None
         spans.append(
             Span(
                 id=item["id"],
                 trace_id=trace.id,
                 run_id=run_id,
                 parent_id=item.get("parent_id") or "",
-                kind=str(data.get("type") or "unknown")[:32],
+                kind=kind,
                 name=_span_name(data),
                 started_at=started,
                 ended_at=ended,
                 duration_ms=round((ended - started).total_seconds() * 1000, 3) if started and ended else None,
-                usage=_span_usage(data),
+                usage=usage,
+                cost_usd=cost,
                 data=redact_data(data),
                 error=redact_data(item.get("error")),
             )

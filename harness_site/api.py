@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse
@@ -9,6 +10,7 @@ from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 
 from accounts.auth import ApiAuthError, ApiKeyAuth
+from billing.services import BudgetError
 from common.ratelimits import RateLimited
 from harness_site.middleware import database_unavailable_response
 
@@ -37,6 +39,15 @@ def authentication_error(request: HttpRequest, exc: AuthenticationError) -> Http
 def rate_limited(request: HttpRequest, exc: RateLimited) -> HttpResponse:
     response = api.create_response(request, {"detail": exc.message}, status=429)
     response["Retry-After"] = str(exc.retry_after)
+    return response
+
+
+@api.exception_handler(BudgetError)
+def budget_refused(request: HttpRequest, exc: BudgetError) -> HttpResponse:
+    """A run the budgets refuse: why, the spend so far and when the limit resets; nothing was written."""
+    response = api.create_response(request, exc.body(), status=exc.status_code)
+    if exc.status_code == 429:
+        response["Retry-After"] = str(settings.HARNESS_RETRY_AFTER_SECONDS)
     return response
 
 
@@ -74,12 +85,14 @@ def validation_error(request: HttpRequest, exc: ValidationError) -> HttpResponse
 
 def _mount() -> None:
     from artifacts.api import router as artifacts_router
+    from billing.api import router as billing_router
     from runs.api import router as runs_router
     from sandboxes.api import router as sandboxes_router
 
     api.add_router("/", runs_router)
     api.add_router("/", artifacts_router)
     api.add_router("/", sandboxes_router)
+    api.add_router("/", billing_router)
 
 
 _mount()

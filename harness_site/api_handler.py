@@ -26,6 +26,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.urls import set_script_prefix
 
 from harness_site.middleware import access_log, database_unavailable_response
+from harness_site.telemetry import ApiTelemetryMiddleware, telemetry_enabled
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +72,8 @@ class ApiASGIHandler(ASGIHandler):
         self._view_middleware: list[Any] = []
         self._template_response_middleware: list[Any] = []
         inner = convert_exception_to_response(self._get_response_async)  # type: ignore[attr-defined]
+        if telemetry_enabled():
+            inner = ApiTelemetryMiddleware(inner)
         middleware = ApiMiddleware(inner)  # type: ignore[arg-type]
         self._exception_middleware = [self.adapt_method_mode(False, middleware.process_exception)]  # type: ignore[arg-type]
         self._middleware_chain = convert_exception_to_response(middleware)

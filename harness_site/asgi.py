@@ -6,7 +6,11 @@ from typing import Any
 
 from django.core.asgi import get_asgi_application
 
+from harness_site.telemetry import telemetry_instrument_django, telemetry_setup
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "harness_site.settings")
+if telemetry_setup("web"):
+    telemetry_instrument_django()
 django_application = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402  (needs Django set up)

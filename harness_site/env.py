@@ -7,6 +7,7 @@ typo in a deployment fails at boot instead of at 3 a.m.
 from __future__ import annotations
 
 import os
+from decimal import Decimal
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
@@ -85,6 +86,20 @@ def env_float(name: str, default: float, *, minimum: float | None = None) -> flo
         raise ImproperlyConfigured(f"{name}: expected a number, got {raw!r}") from None
     if minimum is not None and value < minimum:
         raise ImproperlyConfigured(f"{name}: must be at least {minimum}, got {value}")
+    return value
+
+
+def env_usd(name: str, default: str = "") -> Decimal | None:
+    """An amount of US dollars; empty is None (no limit)."""
+    raw = os.environ.get(name, default).strip()
+    if not raw:
+        return None
+    try:
+        value = Decimal(raw)
+    except ArithmeticError:
+        raise ImproperlyConfigured(f"{name}: expected an amount in USD such as 1.50, got {raw!r}") from None
+    if not value.is_finite() or value < 0:
+        raise ImproperlyConfigured(f"{name}: must be a positive amount in USD, got {raw!r}")
     return value
 
 

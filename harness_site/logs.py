@@ -27,6 +27,7 @@ def run_logging_context(run_id: str) -> Iterator[None]:
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         from harness_site.redaction import redact, redact_data
+        from harness_site.telemetry import current_ids
 
         entry: dict[str, object] = {
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
@@ -37,6 +38,9 @@ class JsonFormatter(logging.Formatter):
         run_id = getattr(record, "run_id", None) or current_run_id.get()
         if run_id:
             entry["run_id"] = run_id
+        ids = current_ids()
+        if ids is not None:
+            entry["trace_id"], entry["span_id"] = ids
         for key, value in vars(record).items():
             if key not in _STANDARD and key != "run_id" and not key.startswith("_"):
                 if isinstance(value, str | dict | list):

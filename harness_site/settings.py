@@ -23,6 +23,7 @@ from harness_site.env import (
     env_list,
     env_secret,
     env_str,
+    env_usd,
     load_env_file,
 )
 
@@ -70,6 +71,7 @@ INSTALLED_APPS = [
     "artifacts",
     "sandboxes",
     "evals",
+    "billing",
 ]
 
 MIDDLEWARE = [
@@ -192,11 +194,23 @@ if HARNESS_OPENAI_API not in {"responses", "chat_completions"}:
 HARNESS_OPENAI_TRACING = env_bool("HARNESS_OPENAI_TRACING", False)
 HARNESS_TRACE_INCLUDE_SENSITIVE_DATA = env_bool("HARNESS_TRACE_INCLUDE_SENSITIVE_DATA", True)
 HARNESS_OFFLINE_DELAY_MS = env_int("HARNESS_OFFLINE_DELAY_MS", 0, minimum=0)
+# Telemetry is configured by the standard OTEL_* variables (harness_site/telemetry.py);
+# the admin links a run's trace to this Phoenix (https://phoenix.example.com).
+PHOENIX_URL = env_str("PHOENIX_URL").rstrip("/")
 
 # --- Runs -----------------------------------------------------------------
 HARNESS_MAX_INPUT_CHARS = env_int("HARNESS_MAX_INPUT_CHARS", 32_000, minimum=1)
 HARNESS_RUN_TIMEOUT_SECONDS = env_float("HARNESS_RUN_TIMEOUT_SECONDS", 600, minimum=1)
 HARNESS_RUN_MAX_TURNS = env_int("HARNESS_RUN_MAX_TURNS", 10, minimum=1)
+
+# --- Cost and budgets ------------------------------------------------------
+# The most any one run may spend, use or take (a request may ask for less); empty: no maximum.
+HARNESS_RUN_MAX_COST_USD = env_usd("HARNESS_RUN_MAX_COST_USD", "1.00")
+HARNESS_RUN_MAX_TOKENS = env_int("HARNESS_RUN_MAX_TOKENS", 1_000_000, minimum=1)
+HARNESS_RUN_MAX_SANDBOX_SECONDS = env_float("HARNESS_RUN_MAX_SANDBOX_SECONDS", 600, minimum=1)
+# Prices for models the genai-prices table does not know: inline JSON or a JSON file's path,
+# {"model": {"input": 0.75, "output": 4.5, "cached_input": 0.075}} in USD per million tokens.
+HARNESS_MODEL_PRICES = env_str("HARNESS_MODEL_PRICES")
 HARNESS_RUN_LEASE_SECONDS = env_float("HARNESS_RUN_LEASE_SECONDS", 30, minimum=1)
 HARNESS_RUN_MAX_ATTEMPTS = env_int("HARNESS_RUN_MAX_ATTEMPTS", 1, minimum=1)
 HARNESS_CANCEL_CHECK_SECONDS = env_float("HARNESS_CANCEL_CHECK_SECONDS", 0.25, minimum=0.01)

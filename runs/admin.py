@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.utils import quote
 from django.db.models import Count, QuerySet
@@ -38,7 +39,7 @@ class RunEventInline(ReadOnlyInline):
 
 class SpanInline(ReadOnlyInline):
     model = Span
-    fields = ("kind", "name", "started_at", "duration_ms", "usage", "error", "parent_id", "id")
+    fields = ("kind", "name", "started_at", "duration_ms", "usage", "cost_usd", "error", "parent_id", "id")
     readonly_fields = fields
     ordering = ("started_at",)
 
@@ -65,10 +66,31 @@ class ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         return False
 
 
+class BudgetFilter(admin.SimpleListFilter):
+    title = "budget"
+    parameter_name = "budget"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("exceeded", "Budget exceeded")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Run]) -> QuerySet[Run]:
+        if self.value() == "exceeded":
+            return queryset.filter(error__startswith="budget_exceeded")
+        return queryset
+
+
 @admin.register(Run)
 class RunAdmin(ReadOnlyAdmin):
-    list_display = ("id", "agent", "model", "status", "owner", "created_at", "duration", "total_tokens")
-    list_filter = ("status", "agent", "model", "origin", ("created_at", admin.DateFieldListFilter))
+    list_display = ("id", "agent", "model", "status", "owner", "created_at", "duration", "total_tokens", "cost")
+    list_filter = (
+        "status",
+        BudgetFilter,
+        "agent",
+        "model",
+        "origin",
+        "unpriced",
+        ("created_at", admin.DateFieldListFilter),
+    )
     list_select_related = ("owner",)
     search_fields = ("=id", "=session__id", "input")
     date_hierarchy = "created_at"
@@ -82,6 +104,9 @@ class RunAdmin(ReadOnlyAdmin):
             {
                 "fields": (
                     "usage",
+                    "cost_usd",
+                    "unpriced",
+                    "limits",
                     "created_at",
                     "started_at",
                     "finished_at",
@@ -89,6 +114,7 @@ class RunAdmin(ReadOnlyAdmin):
                     "worker_id",
                     "lease_expires_at",
                     "trace_id",
+                    "otel_trace",
                 )
             },
         ),
@@ -104,9 +130,24 @@ class RunAdmin(ReadOnlyAdmin):
         seconds = obj.duration_seconds
         return "" if seconds is None else f"{seconds:.2f} s"
 
-    @admin.display(description="tokens")
-    def total_tokens(self, obj: Run) -> int | str:
-        return (obj.usage or {}).get("total_tokens", "")
+    @admin.display(description="cost (USD)", ordering="cost_usd")
+    def cost(self, obj: Run) -> str:
+        if obj.unpriced:
+            return "unpriced"
+        return "" if obj.cost_usd is None else f"{obj.cost_usd:.6f}"
+
+    @admin.display(description="OpenTelemetry trace")
+    def otel_trace(self, obj: Run) -> str:
+        if not obj.otel_trace_id:
+            return "— (telemetry was off: set OTEL_EXPORTER_OTLP_ENDPOINT)"
+        if not settings.PHOENIX_URL:
+            return format_html("<code>{}</code> (set PHOENIX_URL to link it)", obj.otel_trace_id)
+        return format_html(
+            '<code>{}</code> · <a href="{}/redirects/traces/{}" target="_blank" rel="noopener">open in Phoenix</a>',
+            obj.otel_trace_id,
+            settings.PHOENIX_URL,
+            obj.otel_trace_id,
+        )
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         # Needed for the cancel action; every field stays read-only.

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from typing import Literal
 
 from django.conf import settings
@@ -10,10 +11,11 @@ from ninja.errors import HttpError
 from accounts.auth import async_api_key_auth
 from audit.services import Actor
 from common.db import db_call
+from harness_site.telemetry import current_context, current_ids, set_current_attributes
 from runs import services
 from runs.models import Run
 from runs.registry import AGENTS
-from runs.schemas import AgentsOut, ErrorOut, RunIn, RunOut, RunPage
+from runs.schemas import AgentsOut, BudgetErrorOut, ErrorOut, RunIn, RunOut, RunPage
 from runs.selectors import run_get_for_principal, run_list_for_principal
 from runs.streams import stream_token_issue
 
@@ -37,7 +39,16 @@ def get_run_or_404(request: HttpRequest, run_id: str) -> Run:
 
 @router.post(
     "/runs",
-    response={202: RunOut, 404: ErrorOut, 409: ErrorOut, 413: ErrorOut, 422: ErrorOut, 503: ErrorOut},
+    response={
+        202: RunOut,
+        402: BudgetErrorOut,
+        404: ErrorOut,
+        409: ErrorOut,
+        413: ErrorOut,
+        422: ErrorOut,
+        429: BudgetErrorOut,
+        503: ErrorOut,
+    },
     auth=async_api_key_auth,
     summary="Start a run",
 )
@@ -46,6 +57,7 @@ async def create_run(request: HttpRequest, payload: RunIn) -> Status:
         raise HttpError(
             413, f"input: {len(payload.input)} characters is over the limit of {settings.HARNESS_MAX_INPUT_CHARS}"
         )
+    ids = current_ids()
     try:
         run = await db_call(
             services.run_create,
@@ -56,9 +68,21 @@ async def create_run(request: HttpRequest, payload: RunIn) -> Status:
             model=payload.model or settings.HARNESS_MODEL,
             session_id=payload.session_id,
             files=payload.files,
+            limits=payload.requested_limits(),
+            trace_context=current_context(),
+            otel_trace_id=ids[0] if ids else "",
         )
     except services.RunServiceError as exc:
         raise HttpError(exc.status_code, str(exc)) from None
+    set_current_attributes(
+        **{
+            "harness.run_id": run.id,
+            "harness.agent": run.agent,
+            "session.id": run.session_id,
+            "user.id": str(run.owner_id),
+            "metadata": json.dumps({"run_id": run.id, "agent": run.agent, "principal": str(run.owner_id)}),
+        }
+    )
     return Status(202, run)
 
 

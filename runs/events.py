@@ -34,6 +34,7 @@ TEXT_DELTA = "text.delta"
 HANDOFF = "handoff"
 SANDBOX_STARTED = "sandbox.started"
 SANDBOX_STOPPED = "sandbox.stopped"
+BUDGET_EXCEEDED = "run.budget_exceeded"
 
 FINAL_TYPES = {Run.Status.SUCCEEDED: SUCCEEDED, Run.Status.FAILED: FAILED, Run.Status.CANCELLED: CANCELLED}
 

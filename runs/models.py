@@ -75,6 +75,12 @@ class Run(models.Model):
     output = models.TextField(null=True, blank=True)  # noqa: DJ001 (null: no output yet; "" is an empty answer)
     error = models.TextField(blank=True)
     usage = models.JSONField(default=dict, blank=True)
+    total_tokens = models.PositiveBigIntegerField(default=0)
+    # What the run's model calls cost in USD; null while unknown or when a model has no price.
+    cost_usd = models.DecimalField(max_digits=14, decimal_places=6, null=True, blank=True)
+    unpriced = models.BooleanField(default=False, help_text="A model call used a model no price table knows.")
+    # What the run may use (billing.services.RunLimits): cost, tokens, turns, sandbox seconds.
+    limits = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -83,6 +89,10 @@ class Run(models.Model):
     worker_id = models.CharField(max_length=100, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True, db_index=True)
     trace_id = models.CharField(max_length=64, blank=True)
+    # The OpenTelemetry trace the run belongs to (its request's), when telemetry is on,
+    # and the context (W3C traceparent) the worker continues it from.
+    otel_trace_id = models.CharField(max_length=32, blank=True)
+    trace_context = models.JSONField(default=dict, blank=True)
     # The last event sequence number handed out; see runs.events.
     event_seq = models.PositiveIntegerField(default=0)
     # The model calls as recorded (execution.cassette): what a golden eval row replays.
@@ -161,6 +171,7 @@ class Span(models.Model):
     ended_at = models.DateTimeField(null=True, blank=True)
     duration_ms = models.FloatField(null=True, blank=True)
     usage = models.JSONField(null=True, blank=True)
+    cost_usd = models.DecimalField(max_digits=14, decimal_places=6, null=True, blank=True)
     data = models.JSONField(default=dict, blank=True)
     error = models.JSONField(null=True, blank=True)
 

@@ -55,6 +55,9 @@ class AgentSpec:
     # Runs its commands in a sandbox (a SandboxAgent with the shell and filesystem tools).
     sandbox: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    # The most one run of this agent may use (max_cost_usd, max_tokens, max_turns,
+    # max_sandbox_seconds): requests and the server maxima are clamped to these.
+    maxima: dict[str, Any] = field(default_factory=dict)
 
     @property
     def tool_names(self) -> list[str]:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 
 from django.conf import settings
 from ninja import Field, Schema
@@ -19,6 +20,26 @@ class RunIn(Schema):
         description="Artifact ids (from your earlier runs) to place under inputs/ in a sandbox agent's workspace.",
         max_length=20,
     )
+    max_cost_usd: Decimal | None = Field(
+        None,
+        ge=0,
+        max_digits=14,
+        decimal_places=6,
+        description="Stop the run once its model calls have cost this much (USD); clamped by the server's maximum.",
+    )
+    max_tokens: int | None = Field(None, ge=1, description="Stop the run once it has used this many tokens.")
+    max_turns: int | None = Field(None, ge=1, description="The most model turns the agent may take.")
+    max_sandbox_seconds: float | None = Field(
+        None, gt=0, description="Stop the run once its sandbox has been up this long (sandbox agents)."
+    )
+
+    def requested_limits(self) -> dict[str, object]:
+        return {
+            "max_cost_usd": self.max_cost_usd,
+            "max_tokens": self.max_tokens,
+            "max_turns": self.max_turns,
+            "max_sandbox_seconds": self.max_sandbox_seconds,
+        }
 
     @field_validator("input")
     @classmethod
@@ -65,8 +86,17 @@ class RunIn(Schema):
 class UsageOut(Schema):
     requests: int = 0
     input_tokens: int = 0
+    cached_input_tokens: int = 0
     output_tokens: int = 0
+    reasoning_tokens: int = 0
     total_tokens: int = 0
+
+
+class LimitsOut(Schema):
+    max_cost_usd: str | None = Field(None, description="USD, as a decimal string; null: no cost limit.")
+    max_tokens: int | None = None
+    max_turns: int | None = None
+    max_sandbox_seconds: float | None = None
 
 
 class RunOut(Schema):
@@ -80,6 +110,12 @@ class RunOut(Schema):
     output: str | None
     error: str | None
     usage: UsageOut
+    cost_usd: str | None = Field(
+        description="What the run's model calls cost in USD (a decimal string); null while running or when unpriced."
+    )
+    unpriced: bool = Field(description="A model the price tables do not know was used: the cost is unknown, not $0.")
+    limits: LimitsOut
+    trace_id: str | None = Field(description="The run's OpenTelemetry trace id, when telemetry is on.")
     attempts: int
     created_at: datetime
     started_at: datetime | None
@@ -96,6 +132,19 @@ class RunOut(Schema):
     @staticmethod
     def resolve_usage(obj: object) -> dict[str, int]:
         return getattr(obj, "usage", None) or {}
+
+    @staticmethod
+    def resolve_cost_usd(obj: object) -> str | None:
+        cost = getattr(obj, "cost_usd", None)
+        return None if cost is None else str(cost)
+
+    @staticmethod
+    def resolve_limits(obj: object) -> dict[str, object]:
+        return getattr(obj, "limits", None) or {}
+
+    @staticmethod
+    def resolve_trace_id(obj: object) -> str | None:
+        return getattr(obj, "otel_trace_id", "") or None
 
 
 class RunPage(Schema):
@@ -118,3 +167,13 @@ class AgentsOut(Schema):
 
 class ErrorOut(Schema):
     detail: str
+
+
+class BudgetErrorOut(Schema):
+    detail: str
+    limit: str = Field(description="The limit that refused the run, e.g. daily_limit_usd or max_concurrent_runs.")
+    limit_usd: str | None = None
+    spent_usd: str | None = Field(None, description="The spend so far in the limit's period.")
+    resets_at: str | None = Field(None, description="When the limit's period ends (UTC).")
+    max_concurrent_runs: int | None = None
+    active_runs: int | None = None

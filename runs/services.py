@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from decimal import Decimal
 from functools import partial
 from typing import Any
 
@@ -108,15 +109,30 @@ def run_create(
     origin: str = "api",
     history: list[dict[str, Any]] | None = None,
     enqueue: bool = True,
+    limits: dict[str, Any] | None = None,
+    trace_context: dict[str, str] | None = None,
+    otel_trace_id: str = "",
 ) -> Run:
     """Create a queued run (in a new session, or continuing one of the owner's).
 
     `history` seeds a new session with earlier conversation items (the eval runner replays
     golden rows that continued a session); `enqueue=False` leaves the run for the caller
-    to execute in-process.
+    to execute in-process. `limits` are what the client asked (max_cost_usd, max_tokens,
+    max_turns, max_sandbox_seconds), clamped here by the maxima; the principal's budget is
+    checked first (billing.services.BudgetError: nothing is written). `trace_context`
+    carries the request's OpenTelemetry context to the worker.
     """
+    from billing.services import budget_check_create, budget_for_update, limits_resolve
+    from runs.registry import agent_get
+
     files = list(files or [])
     _check_input_files(owner=owner, agent=agent, files=files)
+    budget = budget_for_update(owner.pk)
+    budget_check_create(owner_id=owner.pk, budget=budget)
+    spec = agent_get(agent)
+    run_limits = limits_resolve(
+        model=model, budget=budget, agent_maxima=spec.maxima if spec else None, **(limits or {})
+    )
     if session_id:
         # The row lock keeps two runs of one session from both passing the busy check.
         session = Session.objects.select_for_update().filter(pk=session_id, owner=owner).first()
@@ -137,6 +153,9 @@ def run_create(
         input_files=files,
         event_seq=0,
         origin=origin,
+        limits=run_limits.as_json(),
+        trace_context=trace_context or {},
+        otel_trace_id=otel_trace_id,
     )
     _record(
         run_id=run.id,
@@ -148,6 +167,7 @@ def run_create(
             "model": model,
             "session_id": session.id,
             "input_chars": len(input),
+            "limits": run_limits.as_json(),
             **({"files": files} if files else {}),
         },
     )
@@ -269,10 +289,12 @@ CLAIM_FIELDS = (
     "input",
     "input_files",
     "status",
+    "limits",
     "created_at",
     "started_at",
     "attempts",
     "worker_id",
+    "trace_context",
     "event_seq",
     "origin",
 )
@@ -350,6 +372,14 @@ class RunOutcome:
     # The output was over HARNESS_MAX_STORED_CHARS: the whole of it is this artifact.
     output_truncated: bool = False
     output_artifact_id: str = ""
+    # What the model calls cost (None: a model without a price), and how much of it was
+    # already charged to the principal's spend during the run.
+    cost_usd: Decimal | None = None
+    unpriced: bool = False
+    charged: Decimal = Decimal(0)
+    # The limit the run reached (billing.services.RunLimits), when it was stopped by one.
+    budget: dict[str, Any] | None = None
+    otel_trace_id: str = ""
 
 
 @transaction.atomic
@@ -361,14 +391,17 @@ def run_finish(
     pending: list[events.EventSpec] | None = None,
     memory: MemoryChanges | None = None,
     session_id: str = "",
+    owner_id: int | None = None,
 ) -> bool:
     """Record how a run ended, in one transaction: the events still pending, the final
     event, the outcome, usage, trace and spans, the session's new items and the audit row.
 
     False when the run had already been ended elsewhere (a cancel, the reaper): its
     pending events are then dropped (nothing follows a final event), while the usage,
-    trace and conversation are facts all the same and are kept.
+    trace, cost and conversation are facts all the same and are kept. What the run
+    cost and was not yet charged is added to the owner's spend.
     """
+    from billing.services import spend_charge
     from harness_site.redaction import redact, redact_data
 
     if outcome.trace is not None:
@@ -379,7 +412,17 @@ def run_finish(
     error = redact(outcome.error)
     output = redact(outcome.output) if outcome.output is not None else None
     model_calls = redact_data(outcome.model_calls or [])
-    data: dict[str, Any] = {"status": outcome.status, "usage": usage}
+    cost: dict[str, Any] = {
+        "cost_usd": outcome.cost_usd,
+        "unpriced": outcome.unpriced,
+        "total_tokens": int(usage.get("total_tokens") or 0),
+    }
+    if outcome.otel_trace_id:
+        cost["otel_trace_id"] = outcome.otel_trace_id
+    if owner_id is not None and outcome.cost_usd is not None:
+        spend_charge(owner_id=owner_id, cost=outcome.cost_usd - outcome.charged)
+    cost_text = None if outcome.cost_usd is None else str(outcome.cost_usd)
+    data: dict[str, Any] = {"status": outcome.status, "usage": usage, "cost_usd": cost_text}
     if outcome.status == Run.Status.SUCCEEDED:
         data["output"] = output
         if outcome.output_truncated:
@@ -387,8 +430,10 @@ def run_finish(
             data["output_artifact_id"] = outcome.output_artifact_id
     else:
         data["error"] = error
-    batch = [*(pending or []), (events.FINAL_TYPES[Run.Status(outcome.status)], data)]
+    budget = [(events.BUDGET_EXCEEDED, outcome.budget)] if outcome.budget else []
+    batch = [*(pending or []), *budget, (events.FINAL_TYPES[Run.Status(outcome.status)], data)]
     fields = {
+        **cost,
         "status": outcome.status,
         "output": output,
         "error": error,
@@ -401,17 +446,26 @@ def run_finish(
     last_seq = events.take_seqs(run_id, len(batch), status=Run.Status.RUNNING, worker_id=worker_id, fields=fields)
     if last_seq is None:
         Run.objects.filter(pk=run_id).update(
-            usage=usage, trace_id=outcome.trace.id if outcome.trace else "", model_calls=model_calls
+            usage=usage, trace_id=outcome.trace.id if outcome.trace else "", model_calls=model_calls, **cost
         )
         return False
     events.events_insert(run_id=run_id, events=batch, last_seq=last_seq)
+    if outcome.budget:
+        audit_record(
+            action="run.budget_exceeded",
+            actor=Actor.worker(worker_id),
+            target_type="run",
+            target_id=run_id,
+            run_id=run_id,
+            data=outcome.budget,
+        )
     audit_record(
         action=f"run.{outcome.status}",
         actor=Actor.worker(worker_id),
         target_type="run",
         target_id=run_id,
         run_id=run_id,
-        data={"error": error} if error else {"usage": usage},
+        data={"error": error, "cost_usd": cost_text} if error else {"usage": usage, "cost_usd": cost_text},
     )
     return True
 

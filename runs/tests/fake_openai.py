@@ -12,11 +12,26 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from agents import ModelSettings, ModelTracing, Usage
 from agents.testing import ModelStep, ScriptedModel, assistant_message, function_call
+from openai.types.responses.response_usage import InputTokensDetails, OutputTokensDetails
+
+# What a big model call reports: 100k input tokens (half of them cached), 10k output tokens
+# (2k of them reasoning). At gpt-5.4-mini's $0.75 / $0.075 cached / $4.50 per million tokens
+# that is 0.0375 + 0.00375 + 0.045 = $0.08625 a call.
+BIG_USAGE = Usage(
+    requests=1,
+    input_tokens=100_000,
+    output_tokens=10_000,
+    total_tokens=110_000,
+    input_tokens_details=InputTokensDetails(cached_tokens=50_000, cache_write_tokens=0),
+    output_tokens_details=OutputTokensDetails(reasoning_tokens=2_000),
+)
+BIG_CALL_COST = Decimal("0.08625")
 
 
 def _stream_events(output: list[Any], usage: Usage) -> list[dict[str, Any]]:
@@ -40,8 +55,13 @@ def _stream_events(output: list[Any], usage: Usage) -> list[dict[str, Any]]:
 
 
 class FakeOpenAI:
-    def __init__(self, api_key: str) -> None:
+    """`usage` is what every response reports; with `keep_calling`, the model calls the
+    first tool on every turn and never answers (a runaway agent)."""
+
+    def __init__(self, api_key: str, *, usage: Usage | None = None, keep_calling: bool = False) -> None:
         self.api_key = api_key
+        self.usage = usage or Usage(requests=1, input_tokens=11, output_tokens=7, total_tokens=18)
+        self.keep_calling = keep_calling
         self.requests: list[dict[str, Any]] = []
         self.auth_headers: list[str] = []
         fake = self
@@ -71,7 +91,7 @@ class FakeOpenAI:
                     return
                 fake.requests.append(body)
                 output = fake.respond(body)
-                usage = Usage(requests=1, input_tokens=11, output_tokens=7, total_tokens=18)
+                usage = fake.usage
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
                 self.end_headers()
@@ -97,16 +117,17 @@ class FakeOpenAI:
     def respond(self, body: dict[str, Any]) -> list[Any]:
         items = body.get("input") or []
         last = items[-1] if isinstance(items, list) and items else {}
-        if last.get("type") == "function_call_output":
+        if last.get("type") == "function_call_output" and not self.keep_calling:
             return [assistant_message(f"The tool said {last['output']}.", item_id="msg_fake")]
         tools = body.get("tools") or []
         text = last.get("content") if isinstance(last.get("content"), str) else ""
+        call_id = f"call_fake_{len(self.requests)}"
         if any(tool.get("name") == "exec_command" for tool in tools):
-            return [function_call("exec_command", {"cmd": "echo wire-$((6 * 7)); id -u"}, call_id="call_fake_1")]
+            return [function_call("exec_command", {"cmd": "echo wire-$((6 * 7)); id -u"}, call_id=call_id)]
         if tools and tools[0].get("name") == "calculate":
-            return [function_call("calculate", {"expression": "6 * 7"}, call_id="call_fake_1")]
+            return [function_call("calculate", {"expression": "6 * 7"}, call_id=call_id)]
         if tools:
-            return [function_call(tools[0]["name"], {"text": text}, call_id="call_fake_1")]
+            return [function_call(tools[0]["name"], {"text": text}, call_id=call_id)]
         return [assistant_message("no tools", item_id="msg_fake")]
 
     def __enter__(self) -> FakeOpenAI:

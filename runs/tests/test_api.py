@@ -119,7 +119,16 @@ def test_get_run_shows_the_callers_run(api, alice):
     run = make_run(alice)
     body = api.get(f"/api/runs/{run.pk}", who=alice).json()
     assert body["id"] == run.pk and body["status"] == "queued"
-    assert body["usage"] == {"requests": 0, "input_tokens": 0, "output_tokens": 0, "total_tokens": 0}
+    assert body["usage"] == {
+        "requests": 0,
+        "input_tokens": 0,
+        "cached_input_tokens": 0,
+        "output_tokens": 0,
+        "reasoning_tokens": 0,
+        "total_tokens": 0,
+    }
+    assert body["cost_usd"] is None and body["unpriced"] is False
+    assert body["limits"]["max_turns"] == 10 and body["limits"]["max_cost_usd"] == "1.00"
     assert set(body) >= {"status", "output", "error", "usage", "started_at", "finished_at"}
 
 

@@ -62,7 +62,9 @@ class Harness:
         self.env = {
             key: value
             for key, value in os.environ.items()
-            if not key.startswith(("OPENAI_", "HARNESS_", "DJANGO_", "REDIS_", "DATABASE_", "E2B_", "SANDBOX_"))
+            if not key.startswith(
+                ("OPENAI_", "HARNESS_", "DJANGO_", "REDIS_", "DATABASE_", "E2B_", "SANDBOX_", "OTEL_", "PHOENIX_")
+            )
         }
         self.env.update(
             {

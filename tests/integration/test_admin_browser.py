@@ -7,33 +7,15 @@ import time
 
 import pytest
 
+from tests.integration.conftest import admin_login
 from tests.integration.harness import Harness
 
 pytestmark = pytest.mark.integration
-
-CHROMIUM = shutil.which("chromium")
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if CHROMIUM is None:
-        pytest.fail("chromium is not installed: run `make system-deps` (Debian package chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
-        yield browser
-        browser.close()
 
 
 def test_an_operator_works_through_the_admin(browser, tmp_path):
     harness = Harness(tmp_path, HARNESS_OFFLINE_DELAY_MS="20").start()
     try:
-        login = harness.manage("ensureadmin").stdout
-        password = login.split("password '")[1].split("'")[0]
         key = harness.api_key("alice")
         run = (
             harness.client(key)
@@ -42,12 +24,7 @@ def test_an_operator_works_through_the_admin(browser, tmp_path):
         )
         assert harness.wait_for(harness.client(key), run["id"], ("succeeded",))["status"] == "succeeded"
 
-        page = browser.new_page()
-        page.goto(f"{harness.base_url}/admin/")
-        page.fill("#id_username", "admin")
-        page.fill("#id_password", password)
-        page.click("input[type=submit]")
-        page.wait_for_selector("text=Operations")
+        page = admin_login(browser, harness)
 
         # A run: filters, then its page with the event log and spans.
         page.goto(f"{harness.base_url}/admin/runs/run/?status__exact=succeeded")
@@ -109,7 +86,6 @@ def test_an_operator_cleans_up_a_live_sandbox_in_the_browser(browser, tmp_path):
     root = Path(tempfile.mkdtemp(prefix="harness-sbx-browser-"))
     harness = Harness(tmp_path, HARNESS_SANDBOX_ROOT=str(root), HARNESS_SANDBOX_COMMAND_TIMEOUT_SECONDS="60").start()
     try:
-        password = harness.manage("ensureadmin").stdout.split("password '")[1].split("'")[0]
         client = harness.client(harness.api_key("alice"))
         run = client.post(
             "/api/runs", json={"input": "```sh\nsleep 45; echo late\n```", "agent": "coder", "model": "offline"}
@@ -121,12 +97,7 @@ def test_an_operator_cleans_up_a_live_sandbox_in_the_browser(browser, tmp_path):
             time.sleep(0.1)
         sandbox_id = rows[0]["id"]
 
-        page = browser.new_page()
-        page.goto(f"{harness.base_url}/admin/")
-        page.fill("#id_username", "admin")
-        page.fill("#id_password", password)
-        page.click("input[type=submit]")
-        page.wait_for_selector("text=Operations")
+        page = admin_login(browser, harness)
 
         page.goto(f"{harness.base_url}/admin/sandboxes/sandbox/")
         row = page.locator("tr", has_text=sandbox_id)
@@ -155,18 +126,12 @@ def test_an_operator_cleans_up_a_live_sandbox_in_the_browser(browser, tmp_path):
 def test_a_failed_run_becomes_a_regression_test_in_two_clicks(browser, tmp_path):
     harness = Harness(tmp_path).start()
     try:
-        password = harness.manage("ensureadmin").stdout.split("password '")[1].split("'")[0]
         client = harness.client(harness.api_key("alice"))
         run = client.post("/api/runs", json={"input": "What is 2 ** 100?", "agent": "calculator", "model": "offline"})
         answer = harness.wait_for(client, run.json()["id"], ("succeeded",))
         assert "exponent too large" in answer["output"]
 
-        page = browser.new_page()
-        page.goto(f"{harness.base_url}/admin/")
-        page.fill("#id_username", "admin")
-        page.fill("#id_password", password)
-        page.click("input[type=submit]")
-        page.wait_for_selector("text=Operations")
+        page = admin_login(browser, harness)
         page.goto(f"{harness.base_url}/admin/runs/run/")
         page.click(f"text={answer['id']}")
 

@@ -35,6 +35,8 @@ def harness(tmp_path_factory):
         "HARNESS_MAX_STORED_CHARS": "3000000",
         "HARNESS_STREAM_MAX_BUFFER_BYTES": "262144",
         "HARNESS_STREAM_STALL_SECONDS": "2",
+        # The offline model counts a 2 MB input as well over the default 1M tokens a run may use.
+        "HARNESS_RUN_MAX_TOKENS": "100000000",
     }
     if redis_reachable():
         env["REDIS_URL"] = "redis://127.0.0.1:6379/4"

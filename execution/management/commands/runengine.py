@@ -13,8 +13,14 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         from execution.engine import serve_forever
         from execution.executor import warm_up
+        from harness_site.telemetry import telemetry_setup, telemetry_shutdown
+
+        telemetry_setup("worker")
 
         # Importing the SDK and building a first run's schemas cost seconds of CPU: pay
         # them before taking runs, so no run waits for them.
         warm_up()
-        serve_forever()
+        try:
+            serve_forever()
+        finally:
+            telemetry_shutdown()  # exports what is still batched

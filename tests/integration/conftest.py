@@ -1,0 +1,53 @@
+"""Fixtures for the integration tests."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.integration.phoenix import PhoenixServer
+
+
+@pytest.fixture(scope="session")
+def phoenix_server() -> Iterator[PhoenixServer]:
+    """One real Phoenix server (`phoenix serve`) for the whole session; tests separate by project name."""
+    server = PhoenixServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+CHROMIUM = shutil.which("chromium")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Debian's chromium, headless, driven by Playwright."""
+    if CHROMIUM is None:
+        pytest.fail("chromium is not installed: run `make system-deps` (Debian package chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        yield browser
+        browser.close()
+
+
+def admin_login(browser: Any, harness: Any, *, wait_for: str = "text=Operations") -> Any:
+    """A new page, logged in to the admin as the operator `ensureadmin` creates."""
+    login = harness.manage("ensureadmin", "--reset").stdout
+    password = login.split("password '")[1].split("'")[0]
+    page = browser.new_page()
+    page.goto(f"{harness.base_url}/admin/")
+    page.fill("#id_username", "admin")
+    page.fill("#id_password", password)
+    page.click("input[type=submit]")
+    page.wait_for_selector(wait_for)
+    return page
