@@ -2,8 +2,10 @@
 PYTHON ?= python3
 UV = $(PYTHON) -m uv
 PORT ?= 8000
+PHOENIX_PORT ?= 6006
+PHOENIX_GRPC_PORT ?= 4317
 
-.PHONY: install run test test-postgres lint format uv system-deps sandbox-deps
+.PHONY: install run test test-postgres lint format uv system-deps sandbox-deps phoenix
 
 uv:
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv || $(PYTHON) -m pip install --quiet --user uv
@@ -25,6 +27,14 @@ test: install system-deps sandbox-deps
 
 test-postgres: install system-deps sandbox-deps
 	DATABASE_URL=$${TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/harness} $(UV) run pytest
+
+# A local Phoenix (offline, loopback only, data in var/phoenix) to receive the harness's traces:
+# then run the harness with OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:$(PHOENIX_PORT).
+phoenix: install
+	mkdir -p var/phoenix
+	PHOENIX_HOST=127.0.0.1 PHOENIX_PORT=$(PHOENIX_PORT) PHOENIX_GRPC_PORT=$(PHOENIX_GRPC_PORT) \
+	  PHOENIX_WORKING_DIR=$(CURDIR)/var/phoenix PHOENIX_TELEMETRY_ENABLED=false \
+	  PHOENIX_ALLOW_EXTERNAL_RESOURCES=false $(UV) run phoenix serve
 
 lint: install
 	$(UV) run ruff check .
