@@ -230,3 +230,16 @@ def test_usage_reports_the_callers_own_spend_by_agent_model_day_and_session(api,
     assert empty.json()["items"] == []
     backwards = api.get("/api/usage", who=alice, **{"from": "2020-01-02T00:00:00Z", "to": "2020-01-01T00:00:00Z"})
     assert backwards.status_code == 422
+
+
+@pytest.mark.django_db(transaction=True)
+def test_sandbox_seconds_count_against_the_runs_time_budget(alice, bwrap):
+    run = make_run(alice, agent="coder", input="```sh\nsleep 1.5; echo slept\n```", limits={"max_sandbox_seconds": 1})
+    assert run_execute(run.pk) == "failed"
+    run.refresh_from_db()
+    # The command ran (the first call was within budget); the answer after it was not allowed.
+    outputs = RunEvent.objects.filter(run=run, type="tool.output").values_list("data", flat=True)
+    assert any("slept" in data["output"] for data in outputs)
+    assert run.error.startswith("budget_exceeded: max_sandbox_seconds of 1 reached: the run's sandbox has been up 1.")
+    assert RunEvent.objects.get(run=run, type="run.budget_exceeded").data["limit"] == "max_sandbox_seconds"
+    assert RunEvent.objects.filter(run=run, type="sandbox.stopped").exists()  # and was cleaned up
