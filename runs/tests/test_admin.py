@@ -133,3 +133,17 @@ def test_admin_pages_open_for_ids_the_admin_must_escape(staff_client, alice):
     assert staff_client.get(reverse("admin:runs_trace_change", args=[quote(trace.pk)])).status_code == 200
     session_page = staff_client.get(reverse("admin:runs_session_change", args=[quote(run.session_id)])).content.decode()
     assert reverse("admin:runs_run_change", args=[quote(run.pk)]) in session_page
+
+
+def test_the_run_page_links_its_trace_to_phoenix(staff_client, alice, settings):
+    run = make_run(alice)
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    Run.objects.filter(pk=run.pk).update(otel_trace_id=trace_id)
+    url = reverse("admin:runs_run_change", args=[run.pk])
+    settings.PHOENIX_URL = ""
+    assert f"<code>{trace_id}</code> (set PHOENIX_URL to link it)" in staff_client.get(url).content.decode()
+    settings.PHOENIX_URL = "https://phoenix.example.com"
+    page = staff_client.get(url).content.decode()
+    assert f'href="https://phoenix.example.com/redirects/traces/{trace_id}"' in page
+    assert staff_client.get(reverse("admin:billing_spendday_changelist") + "?days=30").status_code == 200
+    assert staff_client.get(reverse("admin:runs_run_changelist") + "?budget=exceeded&o=-9").status_code == 200
