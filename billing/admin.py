@@ -7,6 +7,7 @@ from typing import Any
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin
 from django.contrib.auth.models import User
+from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Q, Sum
 from django.db.models.functions import TruncDate
 from django.http import HttpRequest
@@ -83,6 +84,8 @@ class SpendAdmin(admin.ModelAdmin[SpendDay]):
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> TemplateResponse:
         from runs.models import Run
 
+        if not self.has_view_permission(request):
+            raise PermissionDenied
         days = SPEND_PERIODS.get(request.GET.get("days", "7"), 7)
         since = day_start(timezone.now()) - timedelta(days=days - 1)
         runs = Run.objects.filter(created_at__gte=since)

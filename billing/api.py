@@ -52,7 +52,10 @@ def usage(request: HttpRequest, query: Query[UsageQuery]) -> dict[str, object]:
     has no price counts in `unpriced_runs`, not as $0."""
     now = timezone.now()
     end = _aware(query.to) if query.to else now
-    start = _aware(query.from_) if query.from_ else end - timedelta(days=30)
+    try:
+        start = _aware(query.from_) if query.from_ else end - timedelta(days=30)
+    except OverflowError:
+        raise HttpError(422, "to: too early for a 30-day report; pass from as well") from None
     if start >= end:
         raise HttpError(422, "from: must be before to")
     if end - start > timedelta(days=MAX_USAGE_DAYS):

@@ -23,8 +23,7 @@ logger = logging.getLogger(__name__)
 
 MILLION = Decimal(1_000_000)
 FREE_MODELS = frozenset({"offline", "replay"})
-USD = Decimal("0.000001")  # costs are stored to a millionth of a dollar ...
-CALL_PRECISION = Decimal("0.000000001")  # ... and summed from calls priced to a billionth
+USD = Decimal("0.000001")  # a call's cost, rounded once to a millionth of a dollar, is what is stored and summed
 
 
 @dataclass(frozen=True)
@@ -84,50 +83,58 @@ class ModelPrice:
         total = (
             (usage.input_tokens - cached) * self.input + cached * self.cached_input + usage.output_tokens * self.output
         ) / MILLION
-        return total.quantize(CALL_PRECISION)
+        return total.quantize(USD)
 
 
 FREE = ModelPrice(Decimal(0), Decimal(0), Decimal(0), source="free")
 
 
-def price_for(model: str) -> ModelPrice | None:
-    """The model's price per million tokens, or None when no table knows it."""
-    if model in FREE_MODELS or model.startswith("replay:"):  # an eval replaying recorded responses
-        return FREE
-    override = overrides().get(model)
-    if override is not None:
-        return override
-    return _table_price(model)
+def is_priced(model: str) -> bool:
+    """Whether a call of this model can be priced (free, overridden, or in the table)."""
+    return _is_free(model) or model in overrides() or _in_table(model)
 
 
 def call_cost(model: str, usage: TokenUsage) -> Decimal | None:
-    """The cost of one call in USD, or None for an unpriced model."""
-    price = price_for(model)
-    return None if price is None else price.cost(usage)
+    """The cost of one call in USD (rounded to a millionth), or None for an unpriced model.
+    The table prices the call as a whole, so a long-context tier applies when the call is in it."""
+    if _is_free(model):
+        return FREE.cost(usage)
+    override = overrides().get(model)
+    if override is not None:
+        return override.cost(usage)
+    if not _in_table(model):
+        return None
+    from genai_prices import Usage, calc_price
+
+    price = calc_price(
+        Usage(
+            input_tokens=usage.input_tokens,
+            cache_read_tokens=min(usage.cached_input_tokens, usage.input_tokens),
+            output_tokens=usage.output_tokens,
+        ),
+        model_ref=_table_name(model),
+        provider_id="openai",
+    )
+    return Decimal(price.total_price).quantize(USD)
+
+
+def _is_free(model: str) -> bool:
+    return model in FREE_MODELS or model.startswith("replay:")  # an eval replaying recorded responses
+
+
+def _table_name(model: str) -> str:
+    return model.split("/", 1)[1] if model.startswith("openai/") else model
 
 
 @cache
-def _table_price(model: str) -> ModelPrice | None:
+def _in_table(model: str) -> bool:
     from genai_prices import Usage, calc_price
 
-    name = model.split("/", 1)[1] if model.startswith("openai/") else model
     try:
-        # A million of each kind of token prices the model itself (tiered prices: the first tier).
-        per_million = {
-            kind: calc_price(Usage(**{kind: 1_000_000}), model_ref=name, provider_id="openai").total_price  # type: ignore[arg-type]
-            for kind in ("input_tokens", "output_tokens")
-        }
-        cached = calc_price(
-            Usage(input_tokens=1_000_000, cache_read_tokens=1_000_000), model_ref=name, provider_id="openai"
-        ).total_price
+        calc_price(Usage(input_tokens=1), model_ref=_table_name(model), provider_id="openai")
     except LookupError:
-        return None
-    return ModelPrice(
-        input=Decimal(per_million["input_tokens"]),
-        output=Decimal(per_million["output_tokens"]),
-        cached_input=Decimal(cached),
-        source="genai-prices",
-    )
+        return False
+    return True
 
 
 _overrides: tuple[str, dict[str, ModelPrice]] | None = None
@@ -172,6 +179,8 @@ def parse_overrides(raw: str) -> dict[str, ModelPrice]:
             cached = Decimal(str(entry.get("cached_input", entry["input"])))
         except ArithmeticError:
             raise ImproperlyConfigured(f"{source}: {model!r} has a price that is not a number") from None
+        if not all(value.is_finite() for value in (*values.values(), cached)):
+            raise ImproperlyConfigured(f"{source}: {model!r} has a price that is not a number")
         if min(*values.values(), cached) < 0:
             raise ImproperlyConfigured(f"{source}: {model!r} has a negative price")
         prices[model] = ModelPrice(values["input"], values["output"], cached, source="override")

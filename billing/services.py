@@ -22,7 +22,7 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from billing.models import Budget, SpendDay
-from billing.pricing import price_for
+from billing.pricing import is_priced
 
 ZERO = Decimal(0)
 
@@ -100,13 +100,12 @@ def limits_resolve(
     """The run's limits: what the client asked, clamped by the server's, the agent's and
     the principal's maxima (the smallest wins; with nothing asked, the maxima apply)."""
     agent_maxima = agent_maxima or {}
+    priced = is_priced(model)
+    asked_cost = _smallest(max_cost_usd, agent_maxima.get("max_cost_usd"), budget.max_run_cost_usd if budget else None)
     limits = RunLimits(
-        max_cost_usd=_smallest(
-            max_cost_usd,
-            settings.HARNESS_RUN_MAX_COST_USD,
-            agent_maxima.get("max_cost_usd"),
-            budget.max_run_cost_usd if budget else None,
-        ),
+        # The server's default cost cap holds priced models only: an unpriced model cannot be
+        # held to a cost, so it runs under the token, turn and time limits alone.
+        max_cost_usd=_smallest(asked_cost, settings.HARNESS_RUN_MAX_COST_USD if priced else None),
         max_tokens=_smallest(
             max_tokens,
             settings.HARNESS_RUN_MAX_TOKENS,
@@ -119,7 +118,7 @@ def limits_resolve(
         ),
         spend_limited=bool(budget and budget.limits_spend),
     )
-    if (limits.max_cost_usd is not None or limits.spend_limited) and price_for(model) is None:
+    if (asked_cost is not None or limits.spend_limited) and not priced:
         raise InvalidLimits(
             f"model {model!r} has no known price, so its spend cannot be limited: add it to HARNESS_MODEL_PRICES "
             "(USD per million tokens)",

@@ -242,11 +242,28 @@ def eval_run(
     return evaluation
 
 
+def _create_case_run(evaluation: EvalRun, data: dict[str, Any], user: User, mode: str) -> Run:
+    from runs.services import run_create
+
+    with transaction.atomic():
+        return run_create(
+            owner=user,
+            actor=Actor.system(f"eval {evaluation.pk}"),
+            input=data["input"],
+            agent=data["agent"],
+            # A replay says so on the run: it plays back what this model once answered.
+            model=data["model"] if mode == LIVE else f"replay:{data['model']}"[:100],
+            history=data.get("history") or [],
+            origin="eval",
+            enqueue=False,
+        )
+
+
 def _run_case(
     evaluation: EvalRun, case: GoldenCase, version: GoldenCaseVersion, attempt: int, user: User, mode: str
 ) -> EvalResult:
+    from billing.services import BudgetError
     from execution.executor import run_execute
-    from runs.services import run_create
 
     data = version.data
     started = time.monotonic()
@@ -256,18 +273,13 @@ def _run_case(
     if mode == REPLAY and not replay:
         reasons.append("no recorded model responses (cassette) to replay; run it with --mode live")
     else:
-        with transaction.atomic():
-            run = run_create(
-                owner=user,
-                actor=Actor.system(f"eval {evaluation.pk}"),
-                input=data["input"],
-                agent=data["agent"],
-                # A replay says so on the run: it plays back what this model once answered.
-                model=data["model"] if mode == LIVE else f"replay:{data['model']}"[:100],
-                history=data.get("history") or [],
-                origin="eval",
-                enqueue=False,
-            )
+        try:
+            run = _create_case_run(evaluation, data, user, mode)
+        except BudgetError as exc:
+            # The eval's principal is out of budget (or the model cannot be held to one): this
+            # case fails with the reason; the eval goes on.
+            reasons.append(f"the run was refused: {exc}")
+    if run is not None:
         run_execute(run.pk, replay=replay if mode == REPLAY else None)
         run.refresh_from_db()
         if run.status != Run.Status.SUCCEEDED:

@@ -82,17 +82,23 @@ class RunMeter:
 
     async def after_call(self, usage: Any) -> None:
         counted = TokenUsage.of(usage)
-        cost = call_cost(self.model, counted)
+        # A call that reported no usage (a server that does not send it) cannot be priced:
+        # the run is unpriced, never a silent $0.
+        cost = call_cost(self.model, counted) if usage is not None else None
         self.tokens += counted.total_tokens
         if cost is None:
             self.unpriced = True
+            if usage is None:
+                logger.warning("a model call reported no token usage: the run is unpriced", extra={"model": self.model})
         else:
             self.cost += cost
         self.calls.append({**counted.as_dict(), "cost_usd": None if cost is None else str(cost)})
         if self.limits.spend_limited and cost:
+            # Counted as charged before the write: if the run is cancelled meanwhile, the write
+            # still commits on its database thread, and the run's end must not charge it again.
+            self.charged += cost
             try:
                 await self.db(spend_charge, owner_id=self.owner_id, cost=cost)
             except Exception:
+                self.charged -= cost
                 logger.exception("charging a model call failed; the run's end charges it")
-            else:
-                self.charged += cost

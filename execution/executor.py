@@ -12,7 +12,17 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from agents import Agent, ItemHelpers, MaxTurnsExceeded, Model, ModelProvider, MultiProvider, RunConfig, Runner
+from agents import (
+    Agent,
+    ItemHelpers,
+    MaxTurnsExceeded,
+    Model,
+    ModelProvider,
+    ModelSettings,
+    MultiProvider,
+    RunConfig,
+    Runner,
+)
 from agents.models.openai_provider import OpenAIProvider
 from agents.run_config import SandboxRunConfig
 from agents.tracing import gen_trace_id
@@ -296,6 +306,8 @@ async def _run_agent(
             group_id=run.session_id,
             trace_metadata={"run_id": run.id, "agent": spec.name, "model": run.model},
             trace_include_sensitive_data=settings.HARNESS_TRACE_INCLUDE_SENSITIVE_DATA,
+            # Token usage on every call (Chat Completions servers send it only when asked): it is what prices a run.
+            model_settings=ModelSettings(include_usage=True),
             sandbox=SandboxRunConfig(session=sandbox.session) if sandbox is not None else None,
         )
         result = Runner.run_streamed(

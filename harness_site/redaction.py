@@ -30,6 +30,8 @@ _PATTERNS = [
     re.compile(r"(?<=X-Amz-Signature=)[0-9a-fA-F]+"),
     re.compile(r"(?<=X-Amz-Credential=)[^&\s]+"),
     re.compile(r"(?<=/artifacts/blob/)[^\s/?\"']+"),
+    # Stream tokens in a URL's query (?token=...): they open a run's stream for minutes.
+    re.compile(r"(?<=[?&]token=)[^&\s\"']+"),
     # user:password@ in any URL.
     re.compile(r"(?<=://)[^/\s:@]+:[^/\s@]+(?=@)"),
 ]

@@ -16,6 +16,7 @@ import dj_database_url
 import django_stubs_ext
 from django.core.exceptions import ImproperlyConfigured
 
+from billing.pricing import parse_overrides
 from harness_site.env import (
     env_bool,
     env_float,
@@ -211,6 +212,7 @@ HARNESS_RUN_MAX_SANDBOX_SECONDS = env_float("HARNESS_RUN_MAX_SANDBOX_SECONDS", 6
 # Prices for models the genai-prices table does not know: inline JSON or a JSON file's path,
 # {"model": {"input": 0.75, "output": 4.5, "cached_input": 0.075}} in USD per million tokens.
 HARNESS_MODEL_PRICES = env_str("HARNESS_MODEL_PRICES")
+parse_overrides(HARNESS_MODEL_PRICES)  # a bad price table fails at boot, naming what is wrong
 HARNESS_RUN_LEASE_SECONDS = env_float("HARNESS_RUN_LEASE_SECONDS", 30, minimum=1)
 HARNESS_RUN_MAX_ATTEMPTS = env_int("HARNESS_RUN_MAX_ATTEMPTS", 1, minimum=1)
 HARNESS_CANCEL_CHECK_SECONDS = env_float("HARNESS_CANCEL_CHECK_SECONDS", 0.25, minimum=0.01)

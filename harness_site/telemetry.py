@@ -179,10 +179,12 @@ class RunSpan:
         from harness_site.redaction import redact
 
         usage = usage or {}
+        if cost_usd is not None:
+            self.span.set_attribute("harness.cost_usd", float(cost_usd))
         self.span.set_attributes(
             {
                 "harness.status": status,
-                "harness.cost_usd": float(cost_usd) if cost_usd is not None else -1.0,
+                "harness.unpriced": cost_usd is None,
                 "llm.token_count.prompt": int(usage.get("input_tokens") or 0),
                 "llm.token_count.completion": int(usage.get("output_tokens") or 0),
                 "llm.token_count.total": int(usage.get("total_tokens") or 0),

@@ -401,7 +401,6 @@ def run_finish(
     trace, cost and conversation are facts all the same and are kept. What the run
     cost and was not yet charged is added to the owner's spend.
     """
-    from billing.services import spend_charge
     from harness_site.redaction import redact, redact_data
 
     if outcome.trace is not None:
@@ -419,8 +418,6 @@ def run_finish(
     }
     if outcome.otel_trace_id:
         cost["otel_trace_id"] = outcome.otel_trace_id
-    if owner_id is not None and outcome.cost_usd is not None:
-        spend_charge(owner_id=owner_id, cost=outcome.cost_usd - outcome.charged)
     cost_text = None if outcome.cost_usd is None else str(outcome.cost_usd)
     data: dict[str, Any] = {"status": outcome.status, "usage": usage, "cost_usd": cost_text}
     if outcome.status == Run.Status.SUCCEEDED:
@@ -445,9 +442,10 @@ def run_finish(
     }
     last_seq = events.take_seqs(run_id, len(batch), status=Run.Status.RUNNING, worker_id=worker_id, fields=fields)
     if last_seq is None:
-        Run.objects.filter(pk=run_id).update(
-            usage=usage, trace_id=outcome.trace.id if outcome.trace else "", model_calls=model_calls, **cost
-        )
+        ended = Run.objects.filter(pk=run_id)
+        ended.update(usage=usage, trace_id=outcome.trace.id if outcome.trace else "", model_calls=model_calls)
+        ended.filter(cost_usd__isnull=True, unpriced=False).update(**cost)  # an attempt that finished keeps its own
+        _charge(owner_id, outcome)
         return False
     events.events_insert(run_id=run_id, events=batch, last_seq=last_seq)
     if outcome.budget:
@@ -467,7 +465,16 @@ def run_finish(
         run_id=run_id,
         data={"error": error, "cost_usd": cost_text} if error else {"usage": usage, "cost_usd": cost_text},
     )
+    _charge(owner_id, outcome)  # last: the principal's spend row stays locked for as little as possible
     return True
+
+
+def _charge(owner_id: int | None, outcome: RunOutcome) -> None:
+    """Add to the owner's spend what the run cost and did not charge call by call."""
+    from billing.services import spend_charge
+
+    if owner_id is not None and outcome.cost_usd is not None:
+        spend_charge(owner_id=owner_id, cost=outcome.cost_usd - outcome.charged)
 
 
 def trace_insert(*, trace: Trace, spans: list[Span]) -> None:

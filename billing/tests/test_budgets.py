@@ -89,14 +89,14 @@ def test_the_offline_model_costs_exactly_zero_and_an_unpriced_model_is_null(alic
     assert run_execute(run.pk) == "succeeded"
     run.refresh_from_db()
     assert run.cost_usd == 0 and not run.unpriced and run.limits["max_cost_usd"] == "1.00"
-    fake, config = runaway(
-        HARNESS_ALLOWED_MODELS=["house-model"], HARNESS_RUN_MAX_COST_USD=None, HARNESS_RUN_MAX_TURNS=2
-    )
+    fake, config = runaway(HARNESS_ALLOWED_MODELS=["house-model"], HARNESS_RUN_MAX_TURNS=2)
     with fake, config:
         unpriced = make_run(alice, model="house-model")
         run_execute(unpriced.pk)
     unpriced.refresh_from_db()
     assert unpriced.cost_usd is None and unpriced.unpriced and unpriced.total_tokens == 2 * 110_000
+    # The server's default cost cap cannot hold a model without a price: tokens and turns do.
+    assert unpriced.limits["max_cost_usd"] is None and unpriced.limits["max_tokens"] == 1_000_000
 
 
 # --- Before a run is accepted -------------------------------------------------------
@@ -194,14 +194,17 @@ def test_bad_limits_are_422_and_write_nothing(api, alice, field, value):
 
 @pytest.mark.django_db(transaction=True)
 def test_a_cost_limit_on_a_model_without_a_price_is_refused_with_the_fix(api, alice):
+    body = {"input": "hi", "model": "house-model", "max_cost_usd": "0.5"}
     with override_settings(HARNESS_ALLOWED_MODELS=["offline", "house-model"]):
         before = _counts(alice.user)
-        response = api.post("/api/runs", {"input": "hi", "model": "house-model"}, who=alice)
+        response = api.post("/api/runs", body, who=alice)
         assert response.status_code == 422
         assert "HARNESS_MODEL_PRICES" in response.json()["detail"]
         assert _nothing_written(alice.user, before)
+        Budget.objects.create(user=alice.user, daily_limit_usd=Decimal("5"))
+        assert api.post("/api/runs", {**body, "max_cost_usd": None}, who=alice).status_code == 422
         with override_settings(HARNESS_MODEL_PRICES='{"house-model": {"input": 1, "output": 2}}'):
-            assert api.post("/api/runs", {"input": "hi", "model": "house-model"}, who=alice).status_code == 202
+            assert api.post("/api/runs", body, who=alice).status_code == 202
 
 
 # --- Usage reports ------------------------------------------------------------------
@@ -243,3 +246,47 @@ def test_sandbox_seconds_count_against_the_runs_time_budget(alice, bwrap):
     assert run.error.startswith("budget_exceeded: max_sandbox_seconds of 1 reached: the run's sandbox has been up 1.")
     assert RunEvent.objects.get(run=run, type="run.budget_exceeded").data["limit"] == "max_sandbox_seconds"
     assert RunEvent.objects.filter(run=run, type="sandbox.stopped").exists()  # and was cleaned up
+
+
+def test_a_call_without_usage_makes_the_run_unpriced_not_free():
+    import asyncio
+
+    from billing.services import RunLimits
+    from execution.budget import RunMeter
+
+    async def no_db(*args, **kwargs):
+        raise AssertionError("an unpriced call charges nothing")
+
+    limits = RunLimits(max_cost_usd=None, max_tokens=None, max_turns=10, max_sandbox_seconds=None, spend_limited=True)
+    meter = RunMeter(model="gpt-5.4-mini", owner_id=1, limits=limits, db=no_db)
+    asyncio.run(meter.after_call(None))
+    assert (
+        meter.unpriced
+        and meter.run_cost is None
+        and meter.calls
+        == [
+            {
+                "input_tokens": 0,
+                "cached_input_tokens": 0,
+                "output_tokens": 0,
+                "reasoning_tokens": 0,
+                "cost_usd": None,
+            }
+        ]
+    )
+
+
+def test_a_charge_interrupted_by_a_cancel_is_not_charged_again_at_the_end():
+    import asyncio
+
+    from billing.services import RunLimits
+    from execution.budget import RunMeter
+
+    async def cancelled_during_the_write(*args, **kwargs):
+        raise asyncio.CancelledError  # the write itself goes on, and commits, on its thread
+
+    limits = RunLimits(max_cost_usd=None, max_tokens=None, max_turns=10, max_sandbox_seconds=None, spend_limited=True)
+    meter = RunMeter(model="gpt-5.4-mini", owner_id=1, limits=limits, db=cancelled_during_the_write)
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(meter.after_call(BIG_USAGE))
+    assert meter.charged == meter.cost == BIG_CALL_COST  # the end charges cost - charged = 0

@@ -8,15 +8,25 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 
-from billing.pricing import TokenUsage, call_cost, parse_overrides, price_for
+from billing.pricing import TokenUsage, call_cost, is_priced, parse_overrides
 
 
 def test_gpt_5_4_mini_is_priced_from_the_maintained_table_cached_input_included():
     # $0.75 input, $0.075 cached input, $4.50 output per million tokens.
     usage = TokenUsage(input_tokens=1_000_000, cached_input_tokens=200_000, output_tokens=100_000)
     assert call_cost("gpt-5.4-mini", usage) == Decimal("0.600") + Decimal("0.015") + Decimal("0.450")
+    # A call's cost is rounded once, to a millionth of a dollar ($0.0000795 here).
     small = TokenUsage(input_tokens=22, output_tokens=14)
-    assert call_cost("gpt-5.4-mini", small) == Decimal("0.0000795")
+    assert call_cost("gpt-5.4-mini", small) == Decimal("0.000080")
+
+
+def test_a_long_context_call_is_priced_at_its_tier():
+    # gpt-5.4: $2.50 input, $0.25 cached, $15 output per million; above 272k input tokens the
+    # whole call is priced at the long-context tier (2x input, 1.5x output).
+    short = TokenUsage(input_tokens=100_000, cached_input_tokens=20_000, output_tokens=1_000)
+    assert call_cost("gpt-5.4", short) == Decimal("0.2") + Decimal("0.005") + Decimal("0.015")
+    long = TokenUsage(input_tokens=300_000, output_tokens=100)
+    assert call_cost("gpt-5.4", long) == Decimal("1.5") + Decimal("0.00225")
 
 
 def test_reasoning_tokens_are_output_tokens_and_not_charged_twice():
@@ -26,7 +36,7 @@ def test_reasoning_tokens_are_output_tokens_and_not_charged_twice():
 
 
 def test_an_unknown_model_is_unpriced_not_free():
-    assert price_for("no-such-model-7") is None
+    assert not is_priced("no-such-model-7") and is_priced("gpt-5.4-mini") and is_priced("offline")
     assert call_cost("no-such-model-7", TokenUsage(input_tokens=10)) is None
 
 
@@ -75,6 +85,7 @@ def test_operator_overrides_price_unknown_models_inline_or_from_a_file(tmp_path)
         ('{"m": {"input": "x", "output": 1}}', "not a number"),
         ('{"m": {"input": -1, "output": 1}}', "negative price"),
         ("/no/such/prices.json", "cannot read price file"),
+        ('{"m": {"input": "NaN", "output": 1}}', "not a number"),
     ],
 )
 def test_a_bad_price_override_is_a_clear_configuration_error(raw, message):

@@ -319,3 +319,17 @@ def test_editing_a_case_in_the_admin_makes_a_new_version(client, operator, alice
     bad = {**data, "assertions": '[{"type": "nope"}]'}
     assert client.post(url, bad).status_code == 200
     assert GoldenCase.objects.get(pk=case.pk).version == 2
+
+
+def test_a_case_the_budgets_refuse_fails_with_the_reason_and_the_eval_goes_on(alice, operator):
+    from billing.models import Budget
+    from evals.services import eval_user
+
+    promoted(alice, operator, agent="calculator", input="What is 12 * 12?")
+    promoted(alice, operator, agent="calculator", input="What is 3 * 3?")
+    Budget.objects.create(user=eval_user(), max_concurrent_runs=0)
+    evaluation = eval_run(datasets=["regressions"])
+    assert evaluation.status == "failed" and evaluation.total == 2
+    for result in evaluation.results.all():
+        assert result.run is None and not result.passed
+        assert result.reasons[0].startswith("the run was refused: concurrent runs limit of 0 reached")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 from django.test import override_settings
 
@@ -21,7 +23,16 @@ def test_a_gpt_run_round_trips_a_tool_call_over_the_wire(alice):
         assert run_execute(run.pk) == "succeeded"
     run.refresh_from_db()
     assert run.output == "The tool said 42."
-    assert run.usage == {"requests": 2, "input_tokens": 22, "output_tokens": 14, "total_tokens": 36}
+    assert run.usage == {
+        "requests": 2,
+        "input_tokens": 22,
+        "cached_input_tokens": 0,
+        "output_tokens": 14,
+        "reasoning_tokens": 0,
+        "total_tokens": 36,
+    }
+    # gpt-5.4-mini: 11 input tokens at $0.75 and 7 output tokens at $4.50 per million, twice.
+    assert run.cost_usd == Decimal("0.000080") and run.total_tokens == 36 and not run.unpriced
     assert fake.auth_headers == [f"Bearer {KEY}"] * 2
     first, second = fake.requests
     assert first["model"] == "gpt-5.4-mini" and first["stream"] is True

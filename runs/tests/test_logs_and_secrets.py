@@ -85,3 +85,8 @@ def test_redact_covers_the_usual_shapes():
     assert redact("postgres://user:pw1234@host/db") == "postgres://[REDACTED]@host/db"
     assert redact("e2b_0123456789abcdef") == "[REDACTED]"
     assert redact("nothing secret here") == "nothing secret here"
+    # A stream token in a URL (an access log line, an exported span's http.url).
+    assert (
+        redact("GET /api/runs/run_1/events?after=3&token=eyJyIjoicnVuIn0:1tXyz:abc-DEF_123&x=1")
+        == "GET /api/runs/run_1/events?after=3&token=[REDACTED]&x=1"
+    )
