@@ -371,3 +371,14 @@ def test_a_sandbox_can_not_signal_or_see_host_processes(alice):
         victim.kill()
         victim.wait()
     assert_cleaned(run)
+
+
+def test_a_workspace_too_deep_for_rmtree_is_still_cleaned_up(alice):
+    # 1,500 nested directories made Python's recursive rmtree raise RecursionError, so the
+    # row ended cleanup_state=failed and the reaper failed the same way forever.
+    run = run_coder(
+        alice,
+        sh("i=0; while [ $i -lt 1500 ]; do mkdir d && cd d || break; i=$((i+1)); done; chmod 000 .; echo depth=$i"),
+    )
+    assert "depth=1500" in tool_outputs(run)[0]
+    assert_cleaned(run)

@@ -225,3 +225,22 @@ def test_files_are_checked_when_the_run_is_created(api, alice, outsider, bwrap):
     assert bad.status_code == 422
     count = Run.objects.count()
     assert count == 2  # the source run and the one valid request
+
+
+def test_remove_tree_removes_a_tree_deeper_than_the_recursion_limit(tmp_path):
+    import sys
+
+    from sandboxes.providers import remove_tree
+
+    deep = tmp_path / "workspace"
+    deep.mkdir()
+    fd = os.open(deep, os.O_RDONLY)
+    for _ in range(sys.getrecursionlimit() + 500):  # (os.makedirs itself recurses)
+        os.mkdir("d", dir_fd=fd)
+        inner = os.open("d", os.O_RDONLY, dir_fd=fd)
+        os.close(fd)
+        fd = inner
+    os.chmod(fd, 0)  # a directory the sandbox made unreadable, deep down
+    os.close(fd)
+    remove_tree(deep)
+    assert not deep.exists()
