@@ -42,3 +42,22 @@ class ApiKey(models.Model):
     @property
     def is_active(self) -> bool:
         return self.revoked_at is None
+
+
+class IdempotencyKey(models.Model):
+    """What a creating request with an `Idempotency-Key` made, kept HARNESS_IDEMPOTENCY_HOURS
+    per principal: the same key and request give back the same resource."""
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=255)
+    # sha256 of the method, path and canonical body: the same key with another request is refused.
+    request_hash = models.CharField(max_length=64)
+    resource_type = models.CharField(max_length=32)
+    resource_id = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["owner", "key"], name="idempotency_key_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.owner_id}:{self.key} -> {self.resource_type} {self.resource_id}"

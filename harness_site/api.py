@@ -10,6 +10,7 @@ from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 
 from accounts.auth import ApiAuthError, ApiKeyAuth
+from accounts.idempotency import IdempotencyError
 from billing.services import BudgetError
 from common.ratelimits import RateLimited
 from harness_site.middleware import database_unavailable_response
@@ -40,6 +41,11 @@ def rate_limited(request: HttpRequest, exc: RateLimited) -> HttpResponse:
     response = api.create_response(request, {"detail": exc.message}, status=429)
     response["Retry-After"] = str(exc.retry_after)
     return response
+
+
+@api.exception_handler(IdempotencyError)
+def idempotency_refused(request: HttpRequest, exc: IdempotencyError) -> HttpResponse:
+    return api.create_response(request, {"detail": str(exc)}, status=exc.status_code)
 
 
 @api.exception_handler(BudgetError)

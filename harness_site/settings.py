@@ -151,6 +151,8 @@ DATABASE_POOL_SIZE = env_int("DATABASE_POOL_SIZE", 8, minimum=0)
 DATABASE_POOL_TIMEOUT_SECONDS = env_float("DATABASE_POOL_TIMEOUT_SECONDS", 5, minimum=0.1)
 # What a 503 from an unreachable or exhausted database tells clients to wait.
 HARNESS_RETRY_AFTER_SECONDS = env_int("HARNESS_RETRY_AFTER_SECONDS", 2, minimum=1)
+# How long an Idempotency-Key on POST /api/runs is remembered, per principal.
+HARNESS_IDEMPOTENCY_HOURS = env_int("HARNESS_IDEMPOTENCY_HOURS", 24, minimum=1)
 
 DATABASE_URL = env_secret("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'harness.sqlite3'}"
 DATABASES = {"default": _database(DATABASE_URL)}

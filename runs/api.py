@@ -4,11 +4,12 @@ import json
 from typing import Literal
 
 from django.conf import settings
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 from ninja import Query, Router, Schema, Status
 from ninja.errors import HttpError
 
 from accounts.auth import async_api_key_auth
+from accounts.idempotency import idempotency_key_of, idempotent_create, request_hash
 from audit.services import Actor
 from common.db import db_call
 from harness_site.telemetry import current_context, current_ids, set_current_attributes
@@ -52,28 +53,49 @@ def get_run_or_404(request: HttpRequest, run_id: str) -> Run:
     auth=async_api_key_auth,
     summary="Start a run",
 )
-async def create_run(request: HttpRequest, payload: RunIn) -> Status:
+async def create_run(request: HttpRequest, payload: RunIn, response: HttpResponse) -> Status:
+    """With an `Idempotency-Key` header, a repeat of the same request (within
+    HARNESS_IDEMPOTENCY_HOURS) answers with the run the first one created, and
+    `Idempotent-Replayed: true`; the same key with another body is `422`."""
     if len(payload.input) > settings.HARNESS_MAX_INPUT_CHARS:
         raise HttpError(
             413, f"input: {len(payload.input)} characters is over the limit of {settings.HARNESS_MAX_INPUT_CHARS}"
         )
-    ids = current_ids()
-    try:
-        run = await db_call(
-            services.run_create,
-            owner=request.auth,  # type: ignore[attr-defined]
-            actor=Actor.for_api_key(request.api_key),  # type: ignore[attr-defined]
+    key = idempotency_key_of(request.headers)
+    ids, carrier = current_ids(), current_context()  # the request's span, read on its own task
+    owner = request.auth  # type: ignore[attr-defined]
+    actor = Actor.for_api_key(request.api_key)  # type: ignore[attr-defined]
+
+    def create() -> Run:
+        return services.run_create(
+            owner=owner,
+            actor=actor,
             input=payload.input,
             agent=payload.agent,
             model=payload.model or settings.HARNESS_MODEL,
             session_id=payload.session_id,
             files=payload.files,
             limits=payload.requested_limits(),
-            trace_context=current_context(),
+            trace_context=carrier,
             otel_trace_id=ids[0] if ids else "",
+        )
+
+    try:
+        run, replayed = await db_call(
+            idempotent_create,
+            owner_id=owner.pk,
+            key=key,
+            fingerprint=request_hash("POST", "/api/runs", payload.model_dump(mode="json")),
+            resource_type="run",
+            create=create,
+            resource_id=lambda run: run.pk,
+            load=lambda run_id: Run.objects.get(pk=run_id),
         )
     except services.RunServiceError as exc:
         raise HttpError(exc.status_code, str(exc)) from None
+    if replayed:
+        response["Idempotent-Replayed"] = "true"
+        return Status(202, run)
     set_current_attributes(
         **{
             "harness.run_id": run.id,
