@@ -43,6 +43,7 @@ from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connection
 
 from common.db import db_call, db_call_sync
+from execution.beats import worker_beat, worker_gone
 from execution.executor import execute_claimed
 from execution.tracing import tracing_install
 from runs import services
@@ -103,6 +104,7 @@ class Engine:
         self.db_threads = ThreadPoolExecutor(settings.HARNESS_WORKER_DB_THREADS, thread_name_prefix="harness-db")
         self.stop_watching = threading.Event()
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.beating = False  # serving workers say they are up (execution.beats); run_once does not
         self.room: asyncio.Event | None = None
 
     # --- plumbing -------------------------------------------------------------------
@@ -186,11 +188,16 @@ class Engine:
     async def serve(self, stop: asyncio.Event) -> None:
         """Take runs from the broker while there is room, until `stop` is set; then give
         running runs HARNESS_WORKER_STOP_GRACE_SECONDS to finish."""
+        self.beating = True
         self._start_loop_services()
         feeder = asyncio.create_task(self._feed())
         holder = asyncio.create_task(self._retry_held())
         for task in (feeder, holder):
             task.add_done_callback(_log_crash)
+        try:  # up before it says so: /health/ready counts it from here
+            await self.db(worker_beat, worker_id=self.worker_id, concurrency=self.concurrency, inflight=0)
+        except DatabaseError as exc:
+            logger.warning("heartbeat not written", extra={"error": type(exc).__name__})
         logger.info(
             "run engine ready",
             extra={"worker_id": self.worker_id, "concurrency": self.concurrency, "principal_cap": self.principal_cap},
@@ -212,6 +219,10 @@ class Engine:
             logger.warning("worker stopped with runs in flight; the reaper will take them", extra={"runs": len(left)})
             await asyncio.wait(left, timeout=5)
         await self._stop_loop_services()
+        try:
+            await self.db(worker_gone, worker_id=self.worker_id)
+        except DatabaseError:
+            pass  # its beat goes stale instead
 
     def _update_room(self) -> None:
         if self.room is None:
@@ -291,7 +302,16 @@ class Engine:
         """Cancels and lease renewals for every run in flight, from one thread."""
         renew_every = settings.HARNESS_RUN_LEASE_SECONDS / 3
         next_renewal = time.monotonic() + renew_every
+        next_beat = time.monotonic()
         while not self.stop_watching.wait(settings.HARNESS_CANCEL_CHECK_SECONDS):
+            if self.beating and time.monotonic() >= next_beat:
+                next_beat = time.monotonic() + settings.HARNESS_WORKER_BEAT_SECONDS
+                try:
+                    db_call_sync(
+                        worker_beat, worker_id=self.worker_id, concurrency=self.concurrency, inflight=len(self.inflight)
+                    )
+                except DatabaseError as exc:
+                    logger.warning("watcher: heartbeat not written", extra={"error": type(exc).__name__})
             with self.lock:
                 handles = [handle for handle in self.inflight.values() if not handle.stopped and not handle.finishing]
             if not handles:

@@ -150,4 +150,4 @@ def _close_without_signal(response: HttpResponseBase) -> None:
 
 
 def is_api_path(path: str) -> bool:
-    return path.startswith("/api/") or path == "/health"
+    return path.startswith("/api/") or path in ("/health", "/health/ready")

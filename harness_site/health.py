@@ -8,6 +8,7 @@ live check right now. Apps that wire a backend register its check here with
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 
 from django.conf import settings
@@ -67,3 +68,66 @@ def health(request: HttpRequest) -> JsonResponse:
     database_ok = backends["postgres"] if connections["default"].vendor == "postgresql" else _database_answers()
     body = {"status": "ok" if database_ok else "unavailable", "model": settings.HARNESS_MODEL, "backends": backends}
     return JsonResponse(body, status=200 if database_ok else 503)
+
+
+def _timed(check: Callable[[], dict[str, object]]) -> dict[str, object]:
+    started = time.monotonic()
+    try:
+        result = check()
+    except Exception as exc:
+        logger.warning("ready: check failed", extra={"check": check.__name__, "error": type(exc).__name__})
+        result = {"ok": False, "error": type(exc).__name__}
+    result["ms"] = round((time.monotonic() - started) * 1000, 1)
+    return result
+
+
+def _database() -> dict[str, object]:
+    return {"ok": _database_answers(), "vendor": connections["default"].vendor}
+
+
+def _broker() -> dict[str, object]:
+    from runs.services import run_broker
+
+    kind = "redis" if settings.REDIS_URL else "database"
+    broker = run_broker()
+    # Redis answers a PING; the database broker is the database checked above.
+    ok = bool(broker.ping()) if settings.REDIS_URL else _database_answers()
+    return {"ok": ok, "kind": kind, "queued": broker.queue_size() if ok else None}
+
+
+def _object_store() -> dict[str, object]:
+    from artifacts.storage import uses_object_store
+
+    if not uses_object_store():
+        return {"ok": True, "kind": "local files"}
+    check = _checks.get("r2")
+    return {"ok": bool(check and check()), "kind": "s3"}
+
+
+def _workers() -> dict[str, object]:
+    from execution.beats import live_workers
+
+    live = live_workers()
+    return {
+        "ok": bool(live),
+        "live": len(live),
+        "runs_in_flight": sum(worker.inflight for worker in live),
+        "capacity": sum(worker.concurrency for worker in live),
+        "within_seconds": round(3 * settings.HARNESS_WORKER_BEAT_SECONDS, 1),
+    }
+
+
+@require_GET
+@never_cache
+def ready(request: HttpRequest) -> JsonResponse:
+    """GET /health/ready: can this deployment take runs now? The database, the task broker,
+    the object store and at least one worker with a recent heartbeat; 503 when any is not.
+    (`/health` stays the liveness probe: it needs the database only.)"""
+    checks = {
+        "database": _timed(_database),
+        "broker": _timed(_broker),
+        "object_store": _timed(_object_store),
+        "workers": _timed(_workers),
+    }
+    ok = all(check["ok"] for check in checks.values())
+    return JsonResponse({"status": "ready" if ok else "not ready", "checks": checks}, status=200 if ok else 503)

@@ -385,6 +385,7 @@ HARNESS_WORKER_DB_THREADS = env_int("HARNESS_WORKER_DB_THREADS", 4, minimum=1)
 # Runs of one principal executing at once, over every worker; the rest wait queued.
 HARNESS_PRINCIPAL_MAX_INFLIGHT = env_int("HARNESS_PRINCIPAL_MAX_INFLIGHT", 50, minimum=1)
 # On SIGTERM a worker takes no new runs and gives running ones this long to finish.
+HARNESS_WORKER_BEAT_SECONDS = env_float("HARNESS_WORKER_BEAT_SECONDS", 5, minimum=0.1)
 HARNESS_WORKER_STOP_GRACE_SECONDS = env_float("HARNESS_WORKER_STOP_GRACE_SECONDS", 10, minimum=0)
 HARNESS_JOB_WORKERS = env_int("HARNESS_JOB_WORKERS", 1, minimum=1)
 # The broker queue (django-q2 list key) that carries runs to the run engine.

@@ -3,7 +3,7 @@ from django.urls import path
 
 from artifacts.views import artifact_blob
 from harness_site.api import api
-from harness_site.health import health
+from harness_site.health import health, ready
 from runs.views import run_events_sse, run_live_page
 
 admin.site.site_header = "Agent harness"
@@ -12,6 +12,7 @@ admin.site.index_title = "Operations"
 
 urlpatterns = [
     path("health", health, name="health"),
+    path("health/ready", ready, name="health-ready"),
     # Streaming responses bypass django-ninja, so the SSE route comes before the API.
     path("api/runs/<str:run_id>/events", run_events_sse, name="run-events"),
     path("api/", api.urls),

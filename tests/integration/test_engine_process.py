@@ -164,3 +164,27 @@ print("LEAKED" if leaked else "CLEAN", leaked[:5])
         [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=True
     )
     assert out.stdout.strip().splitlines()[-1].startswith("CLEAN"), out.stdout
+
+
+def test_ready_follows_the_workers_heartbeats(tmp_path):
+    harness = Harness(tmp_path, HARNESS_WORKER_BEAT_SECONDS="0.5").start()
+    try:
+        client = harness.client()
+        ready = client.get("/health/ready")
+        assert ready.status_code == 200, ready.text
+        assert ready.json()["checks"]["workers"]["live"] == 1
+        # A worker killed outright: not ready once its beat is stale, ready again when runworker restarts it.
+        (engine,) = engine_processes(harness)
+        engine.kill()
+        deadline = time.monotonic() + 15
+        while client.get("/health/ready").status_code == 200 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        stale = client.get("/health/ready")
+        assert stale.status_code == 503 and stale.json()["checks"]["workers"]["ok"] is False
+        assert client.get("/health").status_code == 200
+        deadline = time.monotonic() + 90
+        while client.get("/health/ready").status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert client.get("/health/ready").json()["checks"]["workers"]["live"] == 1
+    finally:
+        harness.close()

@@ -1,0 +1,37 @@
+"""Worker heartbeats (no SDK import: the web process reads them for readiness)."""
+
+from __future__ import annotations
+
+import os
+import socket
+from datetime import timedelta
+
+from django.conf import settings
+from django.utils import timezone
+
+from execution.models import WorkerBeat
+
+
+def worker_beat(*, worker_id: str, concurrency: int, inflight: int) -> None:
+    now = timezone.now()
+    updated = WorkerBeat.objects.filter(pk=worker_id).update(seen_at=now, inflight=inflight)
+    if not updated:
+        WorkerBeat.objects.create(
+            worker_id=worker_id,
+            hostname=socket.gethostname()[:100],
+            pid=os.getpid(),
+            concurrency=concurrency,
+            inflight=inflight,
+            started_at=now,
+            seen_at=now,
+        )
+
+
+def worker_gone(*, worker_id: str) -> None:
+    WorkerBeat.objects.filter(pk=worker_id).delete()
+
+
+def live_workers() -> list[WorkerBeat]:
+    """Workers whose last beat is recent (three intervals), newest first."""
+    since = timezone.now() - timedelta(seconds=3 * settings.HARNESS_WORKER_BEAT_SECONDS)
+    return list(WorkerBeat.objects.filter(seen_at__gte=since))

@@ -1,0 +1,24 @@
+from __future__ import annotations
+
+from django.db import models
+
+
+class WorkerBeat(models.Model):
+    """A run-engine process that is up: written when it starts and every
+    HARNESS_WORKER_BEAT_SECONDS, deleted when it stops. `/health/ready` and operators
+    read it; a row whose beat is old belongs to a process that died."""
+
+    worker_id = models.CharField(primary_key=True, max_length=100)
+    hostname = models.CharField(max_length=100)
+    pid = models.PositiveIntegerField()
+    concurrency = models.PositiveIntegerField()
+    inflight = models.PositiveIntegerField(default=0)
+    started_at = models.DateTimeField()
+    seen_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ["-seen_at"]
+        verbose_name = "worker"
+
+    def __str__(self) -> str:
+        return self.worker_id
