@@ -218,11 +218,11 @@ class Engine:
         if left:
             logger.warning("worker stopped with runs in flight; the reaper will take them", extra={"runs": len(left)})
             await asyncio.wait(left, timeout=5)
-        await self._stop_loop_services()
-        try:
+        try:  # before the database threads stop
             await self.db(worker_gone, worker_id=self.worker_id)
         except DatabaseError:
             pass  # its beat goes stale instead
+        await self._stop_loop_services()
 
     def _update_room(self) -> None:
         if self.room is None:
