@@ -34,13 +34,7 @@ class BudgetAdmin(admin.ModelAdmin[Budget]):
         budget_audit(request, obj, created=not change)
 
     def delete_model(self, request: HttpRequest, obj: Budget) -> None:
-        audit_record(
-            action="budget.deleted",
-            actor=Actor.for_user(request.user),
-            target_type="budget",
-            target_id=str(obj.pk),
-            data={"user": obj.user.username},
-        )
+        budget_deleted_audit(request, obj)
         super().delete_model(request, obj)
 
 
@@ -61,6 +55,16 @@ def budget_audit(request: HttpRequest, budget: Budget, *, created: bool) -> None
         target_type="budget",
         target_id=str(budget.pk),
         data={"user": budget.user.username, **{name: _json(getattr(budget, name)) for name in BUDGET_FIELDS}},
+    )
+
+
+def budget_deleted_audit(request: HttpRequest, budget: Budget) -> None:
+    audit_record(
+        action="budget.deleted",
+        actor=Actor.for_user(request.user),
+        target_type="budget",
+        target_id=str(budget.pk),
+        data={"user": budget.user.username},
     )
 
 
@@ -135,13 +139,7 @@ class UserWithBudgetAdmin(UserAdmin):  # type: ignore[type-arg]
         for budget in formset.new_objects:
             budget_audit(request, budget, created=True)
         for budget in formset.deleted_objects:
-            audit_record(
-                action="budget.deleted",
-                actor=Actor.for_user(request.user),
-                target_type="budget",
-                target_id=str(budget.pk),
-                data={"user": budget.user.username},
-            )
+            budget_deleted_audit(request, budget)
 
 
 admin.site.unregister(User)

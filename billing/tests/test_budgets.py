@@ -103,11 +103,7 @@ def test_the_offline_model_costs_exactly_zero_and_an_unpriced_model_is_null(alic
 
 
 def _nothing_written(owner, before: tuple[int, int, int]) -> bool:
-    return before == (
-        Run.objects.filter(owner=owner).count(),
-        Session.objects.filter(owner=owner).count(),
-        AuditLog.objects.filter(action="run.created").count(),
-    )
+    return before == _counts(owner)
 
 
 def _counts(owner) -> tuple[int, int, int]:
