@@ -9,6 +9,7 @@ from django.utils import timezone
 from ninja import Field, Query, Router, Schema
 from ninja.errors import HttpError
 
+from billing.pricing import USD
 from billing.services import spend_of, usage_report
 from runs.schemas import ErrorOut
 
@@ -70,8 +71,8 @@ def usage(request: HttpRequest, query: Query[UsageQuery]) -> dict[str, object]:
         "group_by": query.group_by,
         "items": items,
         "total_cost_usd": str(total),
-        "spend_today_usd": str(spend.today),
-        "spend_month_usd": str(spend.month),
+        "spend_today_usd": str(spend.today.quantize(USD)),
+        "spend_month_usd": str(spend.month.quantize(USD)),
     }
 
 

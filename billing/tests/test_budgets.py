@@ -220,6 +220,7 @@ def test_usage_reports_the_callers_own_spend_by_agent_model_day_and_session(api,
         {"key": "calculator", "runs": 2, "cost_usd": "0.750000", "unpriced_runs": 0, "total_tokens": 300},
     ]
     assert by_agent["total_cost_usd"] == "0.750000"
+    assert by_agent["spend_today_usd"] == by_agent["spend_month_usd"] == "0.000000"
     by_day = api.get("/api/usage", who=alice).json()
     assert [row["key"] for row in by_day["items"]] == [str(datetime.now(UTC).date())]
     assert len(api.get("/api/usage", who=alice, group_by="session").json()["items"]) == 3
