@@ -1,8 +1,8 @@
 """The run engine: many runs at once on one asyncio event loop per worker process.
 
-How django-q2 feeds it: `run_enqueue` puts each run on its own broker queue
+How django-q2 feeds it: `run_enqueue` puts each run's id on its own broker queue
 (HARNESS_RUN_QUEUE: a list in Redis with REDIS_URL, rows of django-q2's ORM queue
-otherwise). The engine's feeder takes a task from that queue only while it has a
+otherwise), unsigned, so web and worker need not share a SECRET_KEY to pass runs. The engine's feeder takes a task from that queue only while it has a
 free slot (HARNESS_WORKER_CONCURRENCY), so a full worker takes nothing and queued
 runs wait in the broker for whichever worker frees a slot first. Scheduled jobs
 (reaper, retention, nightly eval) stay on django-q2's ordinary cluster.
@@ -28,6 +28,7 @@ import asyncio
 import itertools
 import logging
 import os
+import re
 import signal
 import socket
 import threading
@@ -43,7 +44,7 @@ from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connection
 
 from common.db import db_call, db_call_sync
-from execution.beats import worker_beat, worker_gone
+from execution.beats import other_keys, worker_beat, worker_gone
 from execution.executor import execute_claimed
 from execution.tracing import tracing_install
 from runs import services
@@ -196,8 +197,16 @@ class Engine:
             task.add_done_callback(_log_crash)
         try:  # up before it says so: /health/ready counts it from here
             await self.db(worker_beat, worker_id=self.worker_id, concurrency=self.concurrency, inflight=0)
+            others = await self.db(other_keys, than=self.worker_id)
         except DatabaseError as exc:
             logger.warning("heartbeat not written", extra={"error": type(exc).__name__})
+        else:
+            if others:
+                logger.error(
+                    "SECRET_KEY differs from that of other live workers: give every process the same SECRET_KEY "
+                    "(artifact links and jobs signed by one are refused by the others)",
+                    extra={"workers": others[:5]},
+                )
         logger.info(
             "run engine ready",
             extra={"worker_id": self.worker_id, "concurrency": self.concurrency, "principal_cap": self.principal_cap},
@@ -354,15 +363,26 @@ def _log_crash(task: asyncio.Task[Any]) -> None:
         logger.error("run engine: %s stopped", task.get_name(), exc_info=task.exception())
 
 
-def _task_run_id(payload: Any) -> str | None:
-    from django_q.signing import SignedPackage
+RUN_ID = re.compile(r"run_[0-9A-Za-z]{1,64}")
 
-    try:
-        task = SignedPackage.loads(payload)
-        return str(task["args"][0])
-    except Exception:
-        logger.warning("run queue: a task that is not a run was dropped")
-        return None
+
+def _task_run_id(payload: Any) -> str | None:
+    """The run id a task carries: `run:<id>`; a task in the signed form of earlier versions
+    is still read."""
+    text = payload.decode(errors="replace") if isinstance(payload, bytes) else str(payload)
+    if text.startswith(services.RUN_TASK_PREFIX):
+        run_id = text.removeprefix(services.RUN_TASK_PREFIX)
+        if RUN_ID.fullmatch(run_id):
+            return run_id
+    else:
+        from django_q.signing import SignedPackage
+
+        try:
+            return str(SignedPackage.loads(payload)["args"][0])
+        except Exception:  # noqa: S110 (said below)
+            pass
+    logger.warning("run queue: a task that is not a run was dropped", extra={"task": text[:80]})
+    return None
 
 
 def serve_forever() -> None:

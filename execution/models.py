@@ -15,6 +15,9 @@ class WorkerBeat(models.Model):
     inflight = models.PositiveIntegerField(default=0)
     started_at = models.DateTimeField()
     seen_at = models.DateTimeField(db_index=True)
+    # A digest of the worker's SECRET_KEY (never the key): the web process compares it with
+    # its own, since links and tokens a worker signs are checked by the web.
+    key_fingerprint = models.CharField(max_length=16, blank=True, default="")
 
     class Meta:
         ordering = ["-seen_at"]

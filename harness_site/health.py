@@ -105,16 +105,26 @@ def _object_store() -> dict[str, object]:
 
 
 def _workers() -> dict[str, object]:
-    from execution.beats import live_workers
+    from execution.beats import live_workers, other_keys
 
     live = live_workers()
-    return {
-        "ok": bool(live),
+    others = other_keys()
+    result: dict[str, object] = {
+        "ok": bool(live) and not others,
         "live": len(live),
         "runs_in_flight": sum(worker.inflight for worker in live),
         "capacity": sum(worker.concurrency for worker in live),
         "within_seconds": round(3 * settings.HARNESS_WORKER_BEAT_SECONDS, 1),
     }
+    if others:
+        # Artifact links a worker signs would fail here, and jobs this web queues would be
+        # dropped there: not ready until every process shares one SECRET_KEY.
+        result["error"] = (
+            f"{len(others)} worker(s) run with a different SECRET_KEY from this web process "
+            f"({', '.join(others[:5])}): give every process the same SECRET_KEY"
+        )
+        logger.error("SECRET_KEY differs between this web process and workers", extra={"workers": others[:5]})
+    return result
 
 
 @require_GET

@@ -68,18 +68,26 @@ def _record(*, run_id: str, event: events.EventSpec, action: str, actor: Actor, 
     audit_record(action=action, actor=actor, target_type="run", target_id=run_id, run_id=run_id, data=data)
 
 
-def run_enqueue(run_id: str) -> None:
-    """Hand the run to the run engines (its own broker queue). Safe to repeat: only one
-    worker can claim a run."""
-    from django_q.tasks import async_task
+RUN_TASK_PREFIX = "run:"
 
-    async_task(
-        "execution.tasks.execute_run",
-        run_id,
-        task_name=f"run {run_id}",
-        broker=run_broker(),
-        cluster=settings.HARNESS_RUN_QUEUE,
-    )
+
+def run_enqueue(run_id: str) -> bool:
+    """Hand the run to the run engines (its own broker queue). Safe to repeat: only one
+    worker can claim a run.
+
+    The task is the run id alone, unsigned: the database row is the truth (a worker only
+    claims a run that is queued there), so a task depends on no key the web and the worker
+    must share. With the broker unreachable the run stays queued and this says so in the
+    log; the reaper enqueues it again once it has waited HARNESS_REQUEUE_AFTER_SECONDS."""
+    try:
+        run_broker().enqueue(f"{RUN_TASK_PREFIX}{run_id}")
+    except Exception as exc:
+        logger.warning(
+            "run queue unavailable: the run stays queued until the reaper enqueues it again",
+            extra={"run_id": run_id, "error": type(exc).__name__},
+        )
+        return False
+    return True
 
 
 _brokers: dict[str, Any] = {}
@@ -566,13 +574,14 @@ def run_reap(*, now: datetime | None = None) -> ReapReport:
 
 
 def _reenqueue_lost(now: datetime) -> list[str]:
-    from django_q.brokers import get_broker
-
     cutoff = now - timedelta(seconds=settings.HARNESS_REQUEUE_AFTER_SECONDS)
     lost = list(Run.objects.filter(status=Run.Status.QUEUED, created_at__lt=cutoff).values_list("id", flat=True)[:100])
-    if not lost or get_broker().queue_size() > 0:
+    if not lost or run_broker().queue_size() > 0:
         return []
+    enqueued = []
     for run_id in lost:
         logger.warning("re-enqueueing a queued run whose task was lost", extra={"run_id": run_id})
-        run_enqueue(run_id)
-    return lost
+        if not run_enqueue(run_id):
+            break
+        enqueued.append(run_id)
+    return enqueued

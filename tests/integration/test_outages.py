@@ -1,0 +1,165 @@
+"""Outages and misconfiguration through the real harness: the broker down while runs are
+posted, and a web process and a worker started with different SECRET_KEYs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.integration.harness import ROOT, Harness, free_port
+
+pytestmark = pytest.mark.integration
+
+
+class RedisServer:
+    """A Redis of the test's own on a free loopback port, stopped and started at will."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.workdir = workdir
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                shutil.which("redis-server") or "redis-server",
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                import redis
+
+                if redis.Redis.from_url(self.url).ping():
+                    return
+            except Exception:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=10)
+            self.process = None
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_a_run_posted_while_the_broker_is_down_is_accepted_once_and_runs_when_it_is_back(tmp_path, redis_server):
+    harness = Harness(
+        tmp_path,
+        REDIS_URL=redis_server.url,
+        HARNESS_REQUEUE_AFTER_SECONDS="1",
+    ).start()
+    try:
+        client = harness.client(harness.api_key("alice"))
+        body = {"input": "What is 6 * 7?", "agent": "calculator", "model": "offline"}
+        first = client.post("/api/runs", json=body).json()
+        assert harness.wait_for(client, first["id"], ("succeeded",))["status"] == "succeeded"
+
+        redis_server.stop()
+        response = client.post("/api/runs", json=body)
+        # Accepted and kept: one run, queued, in JSON, not an HTML 500 a client would retry.
+        assert response.status_code == 202, response.text
+        run = response.json()
+        assert run["status"] == "queued"
+        assert len(client.get("/api/runs").json()["items"]) == 2
+        assert any('"run queue unavailable' in line and run["id"] in line for line in harness.log_lines())
+
+        redis_server.start()  # the same port, empty: the task was never written
+        time.sleep(1.1)
+        reaped = harness.manage("reap_runs")
+        assert run["id"] in reaped.stdout + reaped.stderr, reaped
+        done = harness.wait_for(client, run["id"], ("succeeded", "failed"), timeout=60)
+        assert done["status"] == "succeeded", done
+        assert len(client.get("/api/runs").json()["items"]) == 2
+    finally:
+        harness.close()
+
+
+def test_a_worker_with_another_secret_key_still_runs_runs_and_readiness_says_why(tmp_path):
+    harness = Harness(tmp_path)  # migrated; its web and worker are started apart below
+    web_env = dict(harness.env)
+    worker_env = dict(harness.env, SECRET_KEY="a-different-secret-key-for-the-worker-0123")
+    log = (tmp_path / "processes.log").open("ab")
+    web = subprocess.Popen(
+        [sys.executable, "manage.py", "runharness", "--no-worker", "--port", str(harness.port)],
+        cwd=ROOT,
+        env=web_env,
+        stdout=log,
+        stderr=log,
+        start_new_session=True,
+    )
+    worker = subprocess.Popen(
+        [sys.executable, "manage.py", "runworker"],
+        cwd=ROOT,
+        env=worker_env,
+        stdout=log,
+        stderr=log,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        ready: httpx.Response | None = None
+        while time.monotonic() < deadline:
+            try:
+                ready = httpx.get(f"{harness.base_url}/health/ready", timeout=2)
+                if ready.json()["checks"]["workers"]["live"]:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        assert ready is not None
+        workers = ready.json()["checks"]["workers"]
+        assert ready.status_code == 503 and workers["live"] == 1 and workers["ok"] is False
+        assert "different SECRET_KEY" in workers["error"]
+        assert "a-different-secret-key" not in ready.text
+
+        # Runs do not depend on the key: the worker takes this one at once (not after the
+        # reaper's ~2 minutes).
+        client = harness.client(harness.api_key("alice"))
+        run = client.post("/api/runs", json={"input": "2+2", "agent": "calculator", "model": "offline"}).json()
+        assert harness.wait_for(client, run["id"], ("succeeded", "failed"), timeout=20)["status"] == "succeeded"
+    finally:
+        for process in (web, worker):
+            try:
+                os.killpg(process.pid, signal.SIGINT)
+                process.wait(timeout=40)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=10)
+        log.close()
+        harness.close()
