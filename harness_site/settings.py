@@ -49,7 +49,8 @@ if not SECRET_KEY:
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ("localhost", "127.0.0.1", "[::1]"))
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
-SITE_URL = env_str("SITE_URL", "http://localhost:8000").rstrip("/")
+# Without SITE_URL, links point at localhost on PORT (runharness sets it for its children).
+SITE_URL = env_str("SITE_URL", f"http://localhost:{env_int('PORT', 8000, minimum=1)}").rstrip("/")
 if env_bool("SECURE_PROXY_SSL_HEADER"):
     # Azure Container Apps terminates TLS at its ingress and forwards the scheme.
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")

@@ -25,8 +25,9 @@ def harness(request, tmp_path_factory):
             "R2_ACCESS_KEY_ID": ACCESS_KEY,
             "R2_SECRET_ACCESS_KEY": SECRET_KEY,
         }
+    # No SITE_URL: the harness's links follow the port it serves on (as `PORT=9000 make run`).
     h = Harness(tmp_path_factory.mktemp(f"artifacts-{request.param}"), **env)
-    h.env["SITE_URL"] = h.base_url
+    h.env.pop("SITE_URL", None)
     h.start()
     h.kind = request.param
     yield h
@@ -48,6 +49,8 @@ def test_an_agent_writes_an_artifact_a_client_downloads(harness):
     (artifact,) = client.get(f"/api/runs/{run['id']}/artifacts").json()
     assert artifact["name"] == "notes.md" and artifact["status"] == "ready"
     detail = client.get(f"/api/artifacts/{artifact['id']}").json()
+    if harness.kind == "local":
+        assert detail["download_url"].startswith(f"http://localhost:{harness.port}/")
     download = httpx.get(detail["download_url"])
     assert download.status_code == 200 and download.content == b"Release notes: v2 ships."
     outsider = harness.client(harness.api_key("mallory"))

@@ -29,6 +29,12 @@ class Command(BaseCommand):
         parser.add_argument("--no-web", action="store_true", help="Worker only.")
 
     def handle(self, *args: Any, host: str, port: int, no_worker: bool, no_web: bool, **options: Any) -> None:
+        shown = "localhost" if host in ("127.0.0.1", "0.0.0.0", "::") else host  # noqa: S104
+        base = f"http://{shown}:{port}"
+        # Links the harness hands out (artifact download and upload URLs, the admin's) point
+        # at the port it really serves on unless SITE_URL says where the public sees it.
+        env = dict(os.environ)
+        env.setdefault("SITE_URL", base)
         children: dict[str, subprocess.Popen[bytes]] = {}
         if not no_web:
             children["web"] = subprocess.Popen(  # noqa: S603 (our own interpreter and module, no user input)
@@ -47,14 +53,13 @@ class Command(BaseCommand):
                     "-p",
                     str(port),
                     "harness_site.asgi:application",
-                ]
+                ],
+                env=env,
             )
         if not no_worker:
             children["worker"] = subprocess.Popen(  # noqa: S603 (our own interpreter and manage.py)
-                [sys.executable, "manage.py", "runworker"], cwd=settings.BASE_DIR
+                [sys.executable, "manage.py", "runworker"], cwd=settings.BASE_DIR, env=env
             )
-        shown = "localhost" if host in ("127.0.0.1", "0.0.0.0", "::") else host  # noqa: S104
-        base = f"http://{shown}:{port}"
         self.stderr.write(
             "\n".join(
                 [
