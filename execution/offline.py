@@ -13,6 +13,7 @@ import asyncio
 import hashlib
 import json
 import math
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -32,6 +33,9 @@ from openai.types.responses.response_usage import InputTokensDetails, OutputToke
 from runs.registry import AgentSpec
 
 OFFLINE_MODEL = "offline"
+# The sandbox shell tools' answer while a command is still going (agents.sandbox shell_tool).
+_STILL_RUNNING = re.compile(r"^Process running with session ID (\d+)$", re.MULTILINE)
+POLL_YIELD_MS = 30_000
 _TOOL_OUTPUT_TYPES = {"function_call_output", "custom_tool_call_output"}
 
 
@@ -214,9 +218,16 @@ class OfflineModel(StepModel):
         last_output = None
         if outputs:
             last_output = outputs[-1] if isinstance(outputs[-1], str) else _text_of(outputs[-1])
+        running = _STILL_RUNNING.search(last_output or "")
+        if running and "write_stdin" in tool_names:
+            # A command outlasted its yield time: wait for it (poll its session) before the
+            # next step, so each block ends before the next starts.
+            arguments = {"session_id": int(running.group(1)), "chars": "", "yield_time_ms": POLL_YIELD_MS}
+            return [function_call("write_stdin", arguments, call_id=f"call_{turn}_poll_{len(outputs)}")]
         steps = self.spec.offline_steps(user_text)
-        if len(outputs) < len(steps) and steps[len(outputs)].name in tool_names:
-            step, index = steps[len(outputs)], len(outputs)
+        done = sum(1 for output in outputs if not _STILL_RUNNING.search(_text_of(output)))
+        if done < len(steps) and steps[done].name in tool_names:
+            step, index = steps[done], done
             digest = hashlib.sha256(f"{turn}:{index}:{step.name}:{user_text}".encode()).hexdigest()[:16]
             call_id = f"call_{turn}_{index}_{digest}"
             if step.raw_input is not None:
