@@ -20,6 +20,10 @@ from evals.services import golden_promote, golden_save, run_facts
 from runs.models import Run
 
 PROMOTE_PERMISSION = "evals.promote_run"
+LIVE_ONLY_MESSAGE = (
+    "The run made no model calls, so the case is live-only: `manage.py eval` in replay mode skips it "
+    "with a warning; `--mode live` runs it."
+)
 RUN_EVAL_PERMISSION = "evals.run_eval"
 
 
@@ -87,12 +91,28 @@ class DatasetAdmin(admin.ModelAdmin[Dataset]):
 @admin.register(GoldenCase)
 class GoldenCaseAdmin(admin.ModelAdmin[GoldenCase]):
     form = GoldenCaseForm
-    list_display = ("id", "name", "dataset", "agent", "version", "active", "tag_list", "source", "promoted_by")
+    list_display = (
+        "id",
+        "name",
+        "dataset",
+        "agent",
+        "version",
+        "active",
+        "replayable",
+        "tag_list",
+        "source",
+        "promoted_by",
+    )
     list_filter = ("dataset", "agent", "active")
     search_fields = ("=id", "name", "input", "=source_run__id")
     list_select_related = ("dataset", "promoted_by")
     readonly_fields = ("id", "version", "source", "promoted_by", "promoted_at", "updated_at")
     inlines = [GoldenCaseVersionInline]
+
+    @admin.display(description="replay", boolean=True)
+    def replayable(self, obj: GoldenCase) -> bool:
+        """False: a live-only case (its run made no model calls); replay evals skip it."""
+        return bool(obj.cassette)
 
     @admin.display(description="tags")
     def tag_list(self, obj: GoldenCase) -> str:
@@ -147,6 +167,8 @@ class GoldenCaseAdmin(admin.ModelAdmin[GoldenCase]):
                 tags=data["tags"],
             )
             self.message_user(request, f"Promoted {run.pk} to golden case {case.pk} in {case.dataset.name}.")
+            if not case.cassette:
+                self.message_user(request, LIVE_ONLY_MESSAGE, messages.WARNING)
             return HttpResponseRedirect(reverse("admin:evals_goldencase_change", args=[quote(case.pk)]))
         context = {
             **self.admin_site.each_context(request),
@@ -174,6 +196,9 @@ def promote_to_golden(modeladmin: Any, request: HttpRequest, queryset: QuerySet[
             f"Promoted {len(cases)} run(s) to golden cases in {form.cleaned_data['dataset']}.",
             messages.SUCCESS,
         )
+        live_only = [case.pk for case in cases if not case.cassette]
+        if live_only:
+            modeladmin.message_user(request, f"{', '.join(live_only)}: {LIVE_ONLY_MESSAGE}", messages.WARNING)
         return None
     return TemplateResponse(
         request,
@@ -220,8 +245,13 @@ class EvalRunAdmin(admin.ModelAdmin[EvalRun]):
         "triggered_by",
         "started_at",
         "finished_at",
+        "skipped_cases",
     )
     inlines = [EvalResultInline]
+
+    @admin.display(description="skipped (live-only)")
+    def skipped_cases(self, obj: EvalRun) -> str:
+        return ", ".join(f"{item['case']} ({item['name']})" for item in obj.skipped) or "-"
 
     @admin.display(description="passed")
     def score(self, obj: EvalRun) -> str:

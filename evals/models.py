@@ -158,6 +158,8 @@ class EvalRun(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.RUNNING, db_index=True)
     total = models.PositiveIntegerField(default=0)
     passed = models.PositiveIntegerField(default=0)
+    # Live-only cases a replay eval did not run: [{"case", "name", "dataset", "reason"}].
+    skipped = models.JSONField(default=list, blank=True)
     triggered_by = models.CharField(max_length=150)
     started_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)

@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 
 EVAL_USERNAME = "eval-runner"
 REPLAY, LIVE = "replay", "live"
+LIVE_ONLY_REASON = "live-only: its run made no model calls, so there is nothing to replay (run it with --mode live)"
 
 
 class EvalError(Exception):
@@ -210,6 +211,14 @@ def eval_run(
         version = case.versions.order_by("-version").first()
         if version is None:  # a case saved outside the services; give it its first version
             version = _new_version(case, None)
+        if mode == REPLAY and not version.data.get("cassette"):
+            # A live-only case (its run made no model calls): nothing to replay, so it is
+            # skipped, said on the eval run and by the CLI, and counts for neither side.
+            evaluation.skipped.append(
+                {"case": case.pk, "name": case.name, "dataset": case.dataset.name, "reason": LIVE_ONLY_REASON}
+            )
+            logger.warning("eval: live-only case skipped in replay", extra={"case": case.pk})
+            continue
         outputs: list[str | None] = []
         for attempt in range(1, repeat + 1):
             result = _run_case(evaluation, case, version, attempt, user, mode)
@@ -270,15 +279,12 @@ def _run_case(
     reasons: list[str] = []
     run: Run | None = None
     replay = data.get("cassette") or []
-    if mode == REPLAY and not replay:
-        reasons.append("no recorded model responses (cassette) to replay; run it with --mode live")
-    else:
-        try:
-            run = _create_case_run(evaluation, data, user, mode)
-        except BudgetError as exc:
-            # The eval's principal is out of budget (or the model cannot be held to one): this
-            # case fails with the reason; the eval goes on.
-            reasons.append(f"the run was refused: {exc}")
+    try:
+        run = _create_case_run(evaluation, data, user, mode)
+    except BudgetError as exc:
+        # The eval's principal is out of budget (or the model cannot be held to one): this
+        # case fails with the reason; the eval goes on.
+        reasons.append(f"the run was refused: {exc}")
     if run is not None:
         run_execute(run.pk, replay=replay if mode == REPLAY else None)
         run.refresh_from_db()

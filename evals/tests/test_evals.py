@@ -14,7 +14,7 @@ from audit.models import AuditLog
 from audit.services import Actor
 from conftest import make_run
 from evals.models import Dataset, EvalRun, GoldenCase, GoldenCaseVersion
-from evals.services import EvalError, eval_run, golden_promote, golden_save
+from evals.services import LIVE_ONLY_REASON, EvalError, eval_run, golden_promote, golden_save
 from execution.executor import run_execute
 from runs import registry
 
@@ -158,13 +158,19 @@ def test_bad_requests_are_refused_with_a_reason():
     assert not EvalRun.objects.exists()
 
 
-def test_a_case_without_a_cassette_says_to_run_it_live(alice, operator):
+def test_a_case_without_a_cassette_is_live_only_and_replay_skips_it(alice, operator):
     case = promoted(alice, operator, agent="calculator", input="What is 1 + 2?")
+    kept = promoted(alice, operator, agent="calculator", input="What is 2 + 2?")
     case.cassette = []
     golden_save(case=case, user=operator, actor=Actor.for_user(operator))
-    (result,) = eval_run(datasets=["regressions"]).results.all()
-    assert result.reasons == ["no recorded model responses (cassette) to replay; run it with --mode live"]
-    live = eval_run(datasets=["regressions"], mode="live").results.get()
+    evaluation = eval_run(datasets=["regressions"])
+    # Skipped, said on the eval run, and counted for neither side: the gate judges the rest.
+    assert [result.case_id for result in evaluation.results.all()] == [kept.pk]
+    assert evaluation.status == "passed" and (evaluation.passed, evaluation.total) == (1, 1)
+    assert evaluation.skipped == [
+        {"case": case.pk, "name": case.name, "dataset": "regressions", "reason": LIVE_ONLY_REASON}
+    ]
+    live = eval_run(datasets=["regressions"], mode="live").results.get(case=case)
     assert live.passed, live.reasons  # its model is "offline", which live mode calls directly
 
 
@@ -233,6 +239,20 @@ def test_bulk_promotion_asks_for_the_dataset_then_promotes(client, operator, ali
     assert "Promoted 2 run(s) to golden cases in bulk." in done.content.decode()
     assert GoldenCase.objects.filter(dataset__name="bulk").count() == 2
     assert eval_run(datasets=["bulk"]).status == "passed"
+
+
+def test_promoting_a_run_without_model_calls_warns_that_the_case_is_live_only(client, operator, alice):
+    run = finished_run(alice, agent="calculator", input="What is 3 + 3?", model="gpt-5.4-mini")  # no key: no call
+    assert run.status == "failed" and not run.model_calls
+    client.force_login(operator)
+    promote_url = reverse("admin:evals_goldencase_promote", args=[quote(run.pk)])
+    assert "live-only" in client.get(promote_url).content.decode()
+    done = client.post(promote_url, {"dataset": "regressions", "name": "x", "output_match": "contains"}, follow=True)
+    html = done.content.decode()
+    assert "live-only" in html and "replay mode skips it" in html
+    case = GoldenCase.objects.get(source_run=run)
+    changelist = client.get(reverse("admin:evals_goldencase_changelist")).content.decode()
+    assert case.pk in changelist and 'alt="False"' in changelist  # the "replay" column
 
 
 def test_only_operators_with_the_permissions_promote_or_run_evals(client, alice, viewer):

@@ -70,3 +70,34 @@ def test_bad_options_exit_2_with_a_clear_message(harness):
     assert agent.returncode == 2 and "unknown agent 'nope'" in agent.stderr
     mode = harness.manage("eval", "--mode", "sideways", check=False)
     assert mode.returncode != 0 and "invalid choice" in mode.stderr
+
+
+def test_a_run_without_model_calls_promotes_to_a_live_only_case_the_gate_skips_aloud(harness, tmp_path):
+    # A run that failed before any model call (no key for its model) has no cassette.
+    promoted = harness.sql(
+        "from django.contrib.auth.models import User\n"
+        "from audit.services import Actor\n"
+        "from evals.services import golden_promote\n"
+        "from execution.executor import run_execute\n"
+        "from runs.services import run_create\n"
+        "alice = User.objects.create_user('alice')\n"
+        "run = run_create(owner=alice, actor=Actor.system('test'), agent='calculator', input='What is 1 + 1?',\n"
+        "                 model='gpt-5.4-mini', enqueue=False)\n"
+        "run_execute(run.pk)\n"
+        "run.refresh_from_db()\n"
+        "case = golden_promote(run=run, dataset_name='starter', user=alice)\n"
+        "print(json.dumps([run.status, run.model_calls, case.pk]))"
+    )
+    status, calls, case_id = promoted
+    assert status == "failed" and calls == []
+    junit = tmp_path / "eval.xml"
+    done = harness.manage("eval", "--dataset", "starter", "--junit", str(junit), check=False)
+    # The replay gate is not failed forever by a case it cannot replay: it skips it, aloud.
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"SKIP  starter  calculator: What is 1 + 1?  [{case_id}]  live-only" in done.stdout
+    assert "(1 live-only skipped)" in done.stdout
+    assert "WARNING: 1 live-only case(s) skipped" in done.stderr
+    root = ET.parse(junit).getroot()  # noqa: S314
+    assert root.get("skipped") == "1" and root.get("failures") == "0"
+    (skipped,) = root.iter("skipped")
+    assert skipped.get("message").startswith("live-only")

@@ -53,6 +53,15 @@ def junit_xml(evaluation: EvalRun) -> bytes:
                 failure.text = "\n".join(result.reasons) + (f"\nrun: {result.run_id}" if result.run_id else "")
             out = ET.SubElement(case, "system-out")
             out.text = f"mode={evaluation.mode} run={result.run_id or '-'}\n{result.output}"
+    for item in evaluation.skipped:
+        suite = next((found for found in suites.iter("testsuite") if found.get("name") == item["dataset"]), None)
+        if suite is None:
+            suite = ET.SubElement(suites, "testsuite", name=item["dataset"], tests="0", failures="0", time="0.000")
+        suite.set("tests", str(int(suite.get("tests", "0")) + 1))
+        suite.set("skipped", str(int(suite.get("skipped", "0")) + 1))
+        case = ET.SubElement(suite, "testcase", classname=item["dataset"], name=f"{item['name']} [{item['case']}]")
+        ET.SubElement(case, "skipped", message=item["reason"])
+    suites.set("skipped", str(len(evaluation.skipped)))
     ET.indent(suites)
     return ET.tostring(suites, encoding="utf-8", xml_declaration=True)
 
@@ -108,6 +117,11 @@ class Command(BaseCommand):
             options["junit"].parent.mkdir(parents=True, exist_ok=True)
             options["junit"].write_bytes(junit_xml(evaluation))
             self.stdout.write(f"JUnit XML: {options['junit']}")
+        if evaluation.skipped:
+            self.stderr.write(
+                f"eval: WARNING: {len(evaluation.skipped)} live-only case(s) skipped: their runs made no "
+                "model calls, so replay has nothing to play back; run them with --mode live"
+            )
         if evaluation.total == 0:
             self.stderr.write("eval: no active golden cases matched; nothing was checked")
             sys.exit(1)
@@ -138,8 +152,11 @@ class Command(BaseCommand):
             self.stdout.write("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)))
             for reason in result.reasons:
                 self.stdout.write(f"      - {reason}")
+        for item in evaluation.skipped:
+            self.stdout.write(f"SKIP  {item['dataset']}  {item['name'][:48]}  [{item['case']}]  {item['reason']}")
         rate = evaluation.pass_rate * 100
         self.stdout.write(
             f"\n{evaluation.passed}/{evaluation.total} passed ({rate:.1f}%, threshold "
             f"{evaluation.min_pass_rate * 100:.1f}%): {evaluation.status.upper()}  [{evaluation.id}]"
+            + (f"  ({len(evaluation.skipped)} live-only skipped)" if evaluation.skipped else "")
         )
