@@ -32,7 +32,7 @@ class UsageRow(Schema):
     total_tokens: int
 
 
-class UsageOut(Schema):
+class UsageReportOut(Schema):
     start: datetime = Field(alias="from")
     end: datetime = Field(alias="to")
     group_by: str
@@ -44,7 +44,7 @@ class UsageOut(Schema):
 
 @router.get(
     "/usage",
-    response={200: UsageOut, 422: ErrorOut},
+    response={200: UsageReportOut, 422: ErrorOut},
     summary="Your own spend, by agent, model, day or session",
     by_alias=True,
 )
