@@ -160,6 +160,9 @@ DATABASES = {"default": _database(DATABASE_URL)}
 DIRECT_DATABASE_URL = env_secret("DIRECT_DATABASE_URL")
 if DIRECT_DATABASE_URL:
     DATABASES["direct"] = _database(DIRECT_DATABASE_URL)
+    # DATABASE_URL is then a transaction-mode pooler (Neon's pooled endpoint, PgBouncer): a
+    # server-side cursor would outlive the transaction that holds its server connection.
+    DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True
     DATABASES["direct"]["TEST"] = {"MIRROR": "default"}
 if env_str("TEST_DATABASE_NAME"):
     DATABASES["default"]["TEST"] = {"NAME": env_str("TEST_DATABASE_NAME")}
