@@ -62,14 +62,9 @@ class NeonLike:
         return f"postgres://{ROLE}:{PASSWORD}@127.0.0.1:{port}/{DATABASE}?{query}"
 
     # --- lifecycle --------------------------------------------------------------------
-    def _as_postgres(self, *argv: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    def _as_postgres(self, *argv: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(  # noqa: S603 (our own fixed commands)
-            ["runuser", "-u", "postgres", "--", *argv],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=60,
-            **kwargs,  # type: ignore[arg-type]
+            ["runuser", "-u", "postgres", "--", *argv], capture_output=True, text=True, check=True, timeout=60
         )
 
     def _own(self, path: Path, mode: int) -> None:
