@@ -64,6 +64,8 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    # django-ninja's own static files: /api/docs loads Swagger UI from them, not from a CDN.
+    "ninja",
     "django_q",
     "harness_site.apps.HarnessSiteConfig",
     "audit",

@@ -1,5 +1,6 @@
 from django.contrib import admin
 from django.urls import path
+from django.views.generic import RedirectView
 
 from artifacts.views import artifact_blob
 from harness_site.api import api
@@ -11,6 +12,8 @@ admin.site.site_title = "Agent harness"
 admin.site.index_title = "Operations"
 
 urlpatterns = [
+    # The operators' console is the admin; API clients start at /api/docs.
+    path("", RedirectView.as_view(pattern_name="admin:index", permanent=False), name="home"),
     path("health", health, name="health"),
     path("health/ready", ready, name="health-ready"),
     # Streaming responses bypass django-ninja, so the SSE route comes before the API.
