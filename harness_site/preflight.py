@@ -155,7 +155,9 @@ def _lifecycle_check(wanted: set[str]) -> Check:
         answer = storage.connection.meta.client.get_bucket_lifecycle_configuration(Bucket=storage.bucket_name)
     except Exception as exc:
         code = getattr(exc, "response", {}).get("Error", {}).get("Code", type(exc).__name__)
-        return Check(name, False, f"the bucket answered {code}", hint)
+        if code != "NoSuchLifecycleConfiguration":
+            return Check(name, False, f"the bucket answered {code}", hint)
+        answer = {"Rules": []}  # none set yet
     present = {rule.get("ID") for rule in answer.get("Rules", []) if rule.get("Status") == "Enabled"}
     missing = sorted(wanted - present)
     return _check(name, not missing, f"missing: {', '.join(missing)}" if missing else "all rules enabled", hint)
