@@ -32,6 +32,7 @@ from audit.services import Actor
 from billing.pricing import TokenUsage
 from billing.services import RunLimits
 from common.limits import clip_data, clip_text
+from common.text import safe_text
 from execution.budget import BudgetExceeded, RunMeter
 from execution.cassette import CassetteModel, RecordingModel, ReplayDiverged
 from execution.memory import RunMemory
@@ -248,6 +249,9 @@ async def execute_claimed(
             )
         else:
             outcome = await _run_agent(engine, handle, run, spec, writer, memory, replay)
+        if outcome.output is not None:
+            # A model may answer with NUL or lone surrogates, which no database stores (common.text).
+            outcome.output = safe_text(outcome.output)
         if outcome.status == Run.Status.SUCCEEDED and outcome.output is not None:
             await _cap_output(engine, run, outcome, handle.token)
         outcome.otel_trace_id = span.trace_id

@@ -12,11 +12,12 @@ from accounts.auth import async_api_key_auth
 from accounts.idempotency import idempotency_key_of, idempotent_create, request_hash
 from audit.services import Actor
 from common.db import db_call
+from common.text import SafeStr, text_problem
 from harness_site.telemetry import current_context, current_ids, set_current_attributes
 from runs import services
 from runs.models import Run
 from runs.registry import AGENTS
-from runs.schemas import AgentsOut, BudgetErrorOut, ErrorOut, RunIn, RunOut, RunPage
+from runs.schemas import AgentsOut, BudgetErrorOut, ErrorOut, RunIn, RunOut, RunPage, model_unavailable
 from runs.selectors import run_get_for_principal, run_list_for_principal
 from runs.streams import stream_token_issue
 
@@ -25,13 +26,15 @@ router = Router(tags=["runs"])
 
 class RunFilter(Schema):
     status: Literal["queued", "running", "succeeded", "failed", "cancelled"] | None = None
-    agent: str | None = None
-    session_id: str | None = None
+    agent: SafeStr | None = None
+    session_id: SafeStr | None = None
     limit: int = 50
-    cursor: str | None = None
+    cursor: SafeStr | None = None
 
 
 def get_run_or_404(request: HttpRequest, run_id: str) -> Run:
+    if text_problem(run_id):  # an id no run can have (and Postgres cannot even look up)
+        raise HttpError(404, f"run {run_id!r} not found")
     run = run_get_for_principal(principal=request.auth, run_id=run_id)  # type: ignore[attr-defined]
     if run is None:
         raise HttpError(404, f"run {run_id!r} not found")
@@ -61,6 +64,9 @@ async def create_run(request: HttpRequest, payload: RunIn, response: HttpRespons
         raise HttpError(
             413, f"input: {len(payload.input)} characters is over the limit of {settings.HARNESS_MAX_INPUT_CHARS}"
         )
+    unavailable = model_unavailable(payload.model_or_default)
+    if unavailable:  # refused now, not failed after a 202
+        raise HttpError(422, f"model: {unavailable}")
     key = idempotency_key_of(request.headers)
     ids, carrier = current_ids(), current_context()  # the request's span, read on its own task
     owner = request.auth  # type: ignore[attr-defined]
@@ -72,7 +78,7 @@ async def create_run(request: HttpRequest, payload: RunIn, response: HttpRespons
             actor=actor,
             input=payload.input,
             agent=payload.agent,
-            model=payload.model or settings.HARNESS_MODEL,
+            model=payload.model_or_default,
             session_id=payload.session_id,
             files=payload.files,
             limits=payload.requested_limits(),
@@ -128,7 +134,7 @@ def list_runs(request: HttpRequest, filters: Query[RunFilter]) -> dict[str, obje
 
 
 @router.get("/runs/{run_id}", response={200: RunOut, 404: ErrorOut}, auth=async_api_key_auth, summary="Get a run")
-async def get_run(request: HttpRequest, run_id: str) -> Run:
+async def get_run(request: HttpRequest, run_id: SafeStr) -> Run:
     run = await db_call(run_get_for_principal, principal=request.auth, run_id=run_id)  # type: ignore[attr-defined]
     if run is None:
         raise HttpError(404, f"run {run_id!r} not found")
@@ -136,7 +142,7 @@ async def get_run(request: HttpRequest, run_id: str) -> Run:
 
 
 @router.post("/runs/{run_id}/cancel", response={200: RunOut, 404: ErrorOut, 409: ErrorOut}, summary="Cancel a run")
-def cancel_run(request: HttpRequest, run_id: str) -> Run:
+def cancel_run(request: HttpRequest, run_id: SafeStr) -> Run:
     run = get_run_or_404(request, run_id)
     try:
         return services.run_cancel(run=run, actor=Actor.for_api_key(request.api_key))  # type: ignore[attr-defined]
@@ -156,7 +162,7 @@ class StreamTokenOut(Schema):
     response={200: StreamTokenOut, 404: ErrorOut},
     summary="A token to follow a run's stream",
 )
-def create_stream_token(request: HttpRequest, run_id: str) -> dict[str, object]:
+def create_stream_token(request: HttpRequest, run_id: SafeStr) -> dict[str, object]:
     """A short-lived token for this run only: for browsers, which cannot set headers on a WebSocket."""
     run = get_run_or_404(request, run_id)
     token = stream_token_issue(run_id=run.pk, user_id=request.auth.pk, api_key_id=request.api_key.pk)  # type: ignore[attr-defined]
@@ -177,4 +183,5 @@ def list_agents(request: HttpRequest) -> dict[str, object]:
         ],
         "models": settings.HARNESS_ALLOWED_MODELS,
         "default_model": settings.HARNESS_MODEL,
+        "openai_configured": bool(settings.OPENAI_API_KEY),
     }

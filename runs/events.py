@@ -16,6 +16,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from common.sql import insert_rows
+from common.text import safe_data
 from harness_site.redaction import redact_data
 from runs.models import Run, RunEvent
 from runs.streams import events_publish_on_commit
@@ -90,11 +91,15 @@ def events_append(
 
 
 def events_insert(*, run_id: str, events: Sequence[EventSpec], last_seq: int) -> list[dict[str, Any]]:
-    """Write events whose numbers (up to `last_seq`) the caller has reserved; publish on commit."""
+    """Write events whose numbers (up to `last_seq`) the caller has reserved; publish on commit.
+
+    Their text is stored safely (common.text.safe_data: NUL and lone surrogates become U+FFFD)
+    and redacted."""
     first = last_seq - len(events) + 1
     now = timezone.now()
     payloads = [
-        {"seq": first + offset, "type": kind, "data": redact_data(data)} for offset, (kind, data) in enumerate(events)
+        {"seq": first + offset, "type": kind, "data": redact_data(safe_data(data))}
+        for offset, (kind, data) in enumerate(events)
     ]
     insert_rows(
         RunEvent,

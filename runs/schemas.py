@@ -7,15 +7,16 @@ from django.conf import settings
 from ninja import Field, Schema
 from pydantic import field_validator
 
+from common.text import SafeStr
 from runs.registry import agent_names
 
 
 class RunIn(Schema):
-    input: str = Field(description="The user's message to the agent.")
-    agent: str = Field("assistant", description="A registry agent name; GET /api/agents lists them.")
-    model: str | None = Field(None, description="A model name; defaults to HARNESS_MODEL. 'offline' needs no key.")
-    session_id: str | None = Field(None, description="Continue this session's conversation.")
-    files: list[str] = Field(
+    input: SafeStr = Field(description="The user's message to the agent.")
+    agent: SafeStr = Field("assistant", description="A registry agent name; GET /api/agents lists them.")
+    model: SafeStr | None = Field(None, description="A model name; defaults to HARNESS_MODEL. 'offline' needs no key.")
+    session_id: SafeStr | None = Field(None, description="Continue this session's conversation.")
+    files: list[SafeStr] = Field(
         default_factory=list,
         description="Artifact ids (from your earlier runs) to place under inputs/ in a sandbox agent's workspace.",
         max_length=20,
@@ -64,6 +65,10 @@ class RunIn(Schema):
                 f"model {value!r} is not allowed; allowed models: {', '.join(settings.HARNESS_ALLOWED_MODELS)}"
             )
         return value
+
+    @property
+    def model_or_default(self) -> str:
+        return self.model or settings.HARNESS_MODEL
 
     @field_validator("files")
     @classmethod
@@ -163,6 +168,7 @@ class AgentsOut(Schema):
     agents: list[AgentOut]
     models: list[str]
     default_model: str
+    openai_configured: bool = Field(description="False: OPENAI_API_KEY is not set, so only the offline model runs.")
 
 
 class ErrorOut(Schema):
@@ -177,3 +183,13 @@ class BudgetErrorOut(Schema):
     resets_at: str | None = Field(None, description="When the limit's period ends (UTC).")
     max_concurrent_runs: int | None = None
     active_runs: int | None = None
+
+
+def model_unavailable(model: str) -> str | None:
+    """Why runs on `model` cannot work on this server now, or None: every model but the offline
+    one (and eval replays) needs OPENAI_API_KEY."""
+    if model == "offline" or model.startswith("replay:") or settings.OPENAI_API_KEY:
+        return None
+    return (
+        f'model {model!r} needs OPENAI_API_KEY, which is not set on this server; set it, or run with "model": "offline"'
+    )

@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from audit.services import Actor, audit_record
 from common.sql import insert_rows
+from common.text import safe_data, safe_text
 from runs import events
 from runs.models import Run, Session, SessionItem, Span, Trace
 
@@ -416,9 +417,10 @@ def run_finish(
     if memory is not None:
         _memory_apply(run_id=run_id, session_id=session_id, memory=memory)
     usage = outcome.usage or {}
-    error = redact(outcome.error)
-    output = redact(outcome.output) if outcome.output is not None else None
-    model_calls = redact_data(outcome.model_calls or [])
+    # What a model or tool produced may hold NUL or lone surrogates: stored as U+FFFD (common.text).
+    error = redact(safe_text(outcome.error))
+    output = redact(safe_text(outcome.output)) if outcome.output is not None else None
+    model_calls = redact_data(safe_data(outcome.model_calls or []))
     cost: dict[str, Any] = {
         "cost_usd": outcome.cost_usd,
         "unpriced": outcome.unpriced,
@@ -493,7 +495,7 @@ def trace_insert(*, trace: Trace, spans: list[Span]) -> None:
 
 
 def _row(instance: Any) -> dict[str, Any]:
-    return {field.name: getattr(instance, field.attname) for field in instance._meta.concrete_fields}
+    return {field.name: safe_data(getattr(instance, field.attname)) for field in instance._meta.concrete_fields}
 
 
 def _memory_apply(*, run_id: str, session_id: str, memory: MemoryChanges) -> None:
@@ -509,7 +511,10 @@ def _memory_apply(*, run_id: str, session_id: str, memory: MemoryChanges) -> Non
         now = timezone.now()
         insert_rows(
             SessionItem,
-            [{"session": session_id, "run": run_id, "data": item, "created_at": now} for item in memory.added],
+            [
+                {"session": session_id, "run": run_id, "data": safe_data(item), "created_at": now}
+                for item in memory.added
+            ],
         )
 
 
