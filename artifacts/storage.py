@@ -10,11 +10,12 @@ expiry, the bound content type and length, and any tampering rejected.
 from __future__ import annotations
 
 import re
+import socket
 import time
 import unicodedata
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 from django.conf import settings
 from django.core import signing
@@ -22,7 +23,10 @@ from django.core.files.storage import Storage, storages
 from django.urls import reverse
 
 TOKEN_SALT = "artifacts.blob"  # noqa: S105 (a signing namespace, not a secret)
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+# Longest stored name: in characters, and in UTF-8 bytes (a file system allows 255 per component).
+MAX_NAME_CHARS, MAX_NAME_BYTES = 120, 200
+_DOTS = re.compile(r"\.{2,}")
+_REPLACED = "\x00"  # stands for a replaced character while a name is built
 
 
 class InvalidName(ValueError):
@@ -37,19 +41,107 @@ def uses_object_store() -> bool:
     return bool(settings.R2_BUCKET)
 
 
+def _name_char(char: str) -> str:
+    """A character of a stored name: letters, digits and combining marks of any script, '.', '_', '-'."""
+    if char in "._-" or unicodedata.category(char)[0] in "LNM":
+        return char
+    return "_"
+
+
 def sanitize_name(name: str) -> str:
-    """A safe file name, or InvalidName. Refuses paths, traversal, NUL and control characters."""
+    """A safe file name, or InvalidName. Refuses paths, traversal, NUL and control characters.
+
+    The name is NFC-normalized; Unicode letters, digits and combining marks are kept, every
+    other character (spaces, symbols, format characters such as bidi overrides) becomes '_'.
+    Leading dots and underscores go, runs of dots become one (no '..'), and the name is cut
+    to MAX_NAME_CHARS characters and MAX_NAME_BYTES UTF-8 bytes, keeping a short extension."""
     if not isinstance(name, str) or not name.strip():
         raise InvalidName("name must not be empty")
-    if "\x00" in name or any(unicodedata.category(ch) == "Cc" for ch in name):
-        raise InvalidName("name must not contain NUL or control characters")
+    if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in name):
+        raise InvalidName("name must not contain NUL, control characters or lone surrogates")
     if "/" in name or "\\" in name or name.strip() in (".", "..") or name.startswith("~"):
         raise InvalidName("name must be a file name, not a path (no '/', '\\', '..')")
-    cleaned = _UNSAFE.sub("_", unicodedata.normalize("NFKC", name.strip())).strip("._") or "file"
-    if len(cleaned) > 120:
-        stem, dot, ext = cleaned.rpartition(".")
-        cleaned = (stem[: 120 - len(ext) - 1] + dot + ext) if dot and len(ext) <= 16 else cleaned[:120]
-    return cleaned
+    kept: list[str] = []
+    for char in unicodedata.normalize("NFC", name.strip()):
+        safe = _name_char(char)
+        if safe != char and kept and kept[-1] == _REPLACED:
+            continue  # a run of unsafe characters becomes one '_'
+        kept.append(_REPLACED if safe != char else char)
+    cleaned = _DOTS.sub(".", "".join(kept).replace(_REPLACED, "_"))
+    stem, dot, ext = cleaned.rpartition(".")
+    if dot and stem and not stem.strip("._"):
+        cleaned = "file." + ext  # a stem of symbols only ("✓.txt"): keep the extension
+    return _bounded(cleaned.strip("._") or "file")
+
+
+def _bounded(name: str) -> str:
+    def fits(text: str) -> bool:
+        return len(text) <= MAX_NAME_CHARS and len(text.encode()) <= MAX_NAME_BYTES
+
+    if fits(name):
+        return name
+    stem, dot, ext = name.rpartition(".")
+    if not dot or len(ext) > 16:
+        stem, ext = name, ""
+    suffix = f".{ext}" if ext else ""
+    while stem and not fits(stem + suffix):
+        stem = stem[:-1]
+    return (stem.rstrip("._") or "file") + suffix
+
+
+def store_location() -> str:
+    """Where the object store is, without credentials: scheme://host[:port] and the bucket."""
+    storage: Any = artifact_storage()
+    endpoint = getattr(storage, "endpoint_url", None) or settings.S3_ENDPOINT_URL or ""
+    parts = urlsplit(endpoint)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    where = f"{parts.scheme}://{host}" if parts.scheme and host else "the default S3 endpoint"
+    return f"{where} (bucket {getattr(storage, 'bucket_name', '') or settings.R2_BUCKET})"
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """The exception, what it wraps (botocore keeps it in kwargs["error"]) and its chain."""
+    seen: list[BaseException] = []
+    todo: list[object] = [exc]
+    while todo and len(seen) < 20:
+        current = todo.pop(0)
+        if not isinstance(current, BaseException) or any(current is done for done in seen):
+            continue
+        seen.append(current)
+        kwargs = getattr(current, "kwargs", None)
+        todo += [kwargs.get("error") if isinstance(kwargs, dict) else None, current.__cause__, current.__context__]
+    return seen
+
+
+def store_failure(exc: BaseException) -> str | None:
+    """Why the object store could not be used, in words (no credentials), or None when `exc`
+    is not a failure of the store (a bug is left to surface as itself)."""
+    if not uses_object_store():
+        return None
+    from botocore.exceptions import BotoCoreError, ClientError, ConnectTimeoutError, ReadTimeoutError
+
+    causes = _causes(exc)
+    text = " ".join(str(cause) for cause in causes).lower()
+    where = store_location()
+    client_error = next((cause for cause in causes if isinstance(cause, ClientError)), None)
+    if client_error is not None:
+        error = client_error.response.get("Error", {})
+        code = error.get("Code") or "error"
+        return f"object store at {where} refused the request: {code} {error.get('Message') or ''}".strip()
+    if not any(isinstance(cause, BotoCoreError | OSError) for cause in causes):
+        return None
+    if any(isinstance(cause, ConnectionRefusedError) for cause in causes) or "connection refused" in text:
+        reason = "connection refused"
+    elif any(isinstance(cause, socket.gaierror) for cause in causes) or "name or service not known" in text:
+        reason = "host name not found"
+    elif any(isinstance(cause, ConnectTimeoutError | ReadTimeoutError | TimeoutError) for cause in causes):
+        reason = "timed out"
+    else:
+        first = causes[0]
+        reason = f"{type(first).__name__}: {first}"
+    return f"object store unreachable at {where}: {reason}"
 
 
 def object_key(*, run_id: str, artifact_id: str, name: str) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+from collections.abc import Callable
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -56,10 +57,20 @@ def _stream_events(output: list[Any], usage: Usage) -> list[dict[str, Any]]:
 
 class FakeOpenAI:
     """`usage` is what every response reports; with `keep_calling`, the model calls the
-    first tool on every turn and never answers (a runaway agent)."""
+    first tool on every turn and never answers (a runaway agent); `reject_message` words
+    the 401 for a wrong key (given the key it was sent)."""
 
-    def __init__(self, api_key: str, *, usage: Usage | None = None, keep_calling: bool = False) -> None:
+    def __init__(
+        self,
+        api_key: str,
+        *,
+        usage: Usage | None = None,
+        keep_calling: bool = False,
+        reject_message: Callable[[str], str] | None = None,
+    ) -> None:
         self.api_key = api_key
+        # The 401's message for a wrong key (by default the real service's, which echoes the key).
+        self.reject_message = reject_message or (lambda given: f"Incorrect API key provided: {given}.")
         self.usage = usage or Usage(requests=1, input_tokens=11, output_tokens=7, total_tokens=18)
         self.keep_calling = keep_calling
         self.requests: list[dict[str, Any]] = []
@@ -79,7 +90,7 @@ class FakeOpenAI:
                         401,
                         {
                             "error": {
-                                "message": f"Incorrect API key provided: {given}.",
+                                "message": fake.reject_message(given),
                                 "type": "invalid_request_error",
                                 "code": "invalid_api_key",
                             }

@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import base64
 import io
 import json
 import logging
+import re
+from urllib.parse import quote, quote_plus
 
 import pytest
 from django.test import override_settings
@@ -90,3 +93,80 @@ def test_redact_covers_the_usual_shapes():
         redact("GET /api/runs/run_1/events?after=3&token=eyJyIjoicnVuIn0:1tXyz:abc-DEF_123&x=1")
         == "GET /api/runs/run_1/events?after=3&token=[REDACTED]&x=1"
     )
+
+
+# A key for an OpenAI-compatible proxy: not sk-shaped (no pattern catches it), with characters
+# that percent-encoding changes.
+PROXY_KEY = "proxy/TOP+SECRET=key:0123456789"
+
+
+def encodings_of(secret: str) -> dict[str, str]:
+    raw = secret.encode()
+    return {
+        "base64": base64.b64encode(raw).decode(),
+        "base64-unpadded": base64.b64encode(raw).decode().rstrip("="),
+        "base64-urlsafe": base64.urlsafe_b64encode(raw).decode(),
+        "percent": quote(secret, safe=""),
+        "percent-lower-hex": re.sub("%[0-9A-F]{2}", lambda m: m.group().lower(), quote(secret, safe="")),
+        "form": quote_plus(secret),
+        "hex": raw.hex(),
+    }
+
+
+def test_an_upstream_echoing_the_key_encoded_leaks_it_nowhere(json_logs):
+    victim = make_principal("victim")
+    forms = encodings_of(PROXY_KEY)
+    # Base64 of `user:<key>` (a Basic credential) puts the key at an offset inside the base64 text.
+    basic = base64.b64encode(b"apiuser:" + PROXY_KEY.encode()).decode()
+
+    def echo(given: str) -> str:
+        encoded = encodings_of(given)
+        return (
+            f"Incorrect API key provided (base64 {encoded['base64']}, url {encoded['percent']}, "
+            f"credentials {base64.b64encode(b'apiuser:' + given.encode()).decode()})."
+        )
+
+    with (
+        FakeOpenAI("sk-some-other-valid-key-000", reject_message=echo) as fake,
+        override_settings(OPENAI_API_KEY=PROXY_KEY, OPENAI_BASE_URL=fake.base_url),
+    ):
+        run = make_run(victim, model="gpt-5.4-mini", input="hello")
+        assert run_execute(run.pk) == "failed"
+        logging.getLogger("careless").warning("upstream said %s", echo(PROXY_KEY))
+    run.refresh_from_db()
+    assert "Incorrect API key provided" in run.error and "[REDACTED]" in run.error, run.error
+    stored = {
+        "logs": json_logs.getvalue(),
+        "error": run.error,
+        "events": json.dumps(list(RunEvent.objects.filter(run=run).values_list("data", flat=True))),
+        "audit": json.dumps(list(AuditLog.objects.values_list("data", flat=True))),
+        "spans": json.dumps(list(Span.objects.filter(run=run).values_list("data", "error"))),
+    }
+    # The middle of the Basic credential: what encodes the key's bytes only.
+    basic_core = basic[len("apiuser:") * 8 // 6 + 1 : -3]
+    for where, blob in stored.items():
+        for name, form in {**forms, "basic": basic_core, "literal": PROXY_KEY}.items():
+            assert form not in blob, (where, name)
+        assert "TOP%2BSECRET" not in blob and "TOP+SECRET" not in blob, where
+
+
+@pytest.mark.parametrize("prefix", [b"", b"u:", b"ab:", b"abc:", b"x" * 7])
+def test_base64_of_a_secret_inside_longer_base64_is_redacted_at_every_offset(prefix):
+    with override_settings(OPENAI_API_KEY=PROXY_KEY):
+        for encode in (base64.b64encode, base64.urlsafe_b64encode):
+            blob = encode(prefix + PROXY_KEY.encode() + b"|trailer").decode()
+            redacted = redact(f"Authorization header was {blob}")
+            assert "[REDACTED]" in redacted, (prefix, redacted)
+            # At most two characters at each edge of the key's bytes survive (shared with its neighbours).
+            kept = redacted.split("[REDACTED]")
+            assert len(kept[0]) <= len("Authorization header was ") + len(encode(prefix).decode()) + 2
+            assert base64.b64decode(blob).count(PROXY_KEY.encode()) == 1
+
+
+def test_encoded_forms_are_redacted_and_ordinary_text_is_not():
+    with override_settings(OPENAI_API_KEY=PROXY_KEY, SECRET_KEY="short-but-secret-value-123"):
+        for name, form in encodings_of(PROXY_KEY).items():
+            assert redact(f"x {form} y") == "x [REDACTED] y", name
+        assert redact("nothing secret here: aGVsbG8gd29ybGQ= 68656c6c6f") == (
+            "nothing secret here: aGVsbG8gd29ybGQ= 68656c6c6f"
+        )
