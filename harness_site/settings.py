@@ -191,9 +191,11 @@ warnings.filterwarnings("ignore", message="No directory at")
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("HARNESS_MAX_REQUEST_BYTES", 1_048_576, minimum=1024)
 
 # --- Models and agents ----------------------------------------------------
-HARNESS_MODEL = env_str("HARNESS_MODEL", "gpt-5.4-mini")
-HARNESS_ALLOWED_MODELS = sorted({HARNESS_MODEL, "offline", *env_list("HARNESS_ALLOWED_MODELS")})
 OPENAI_API_KEY = env_secret("OPENAI_API_KEY")
+# Runs that name no model use HARNESS_MODEL; unset, it is gpt-5.4-mini with OPENAI_API_KEY and
+# the offline model without one, so the first run on a fresh install works.
+HARNESS_MODEL = env_str("HARNESS_MODEL", "gpt-5.4-mini" if OPENAI_API_KEY else "offline")
+HARNESS_ALLOWED_MODELS = sorted({HARNESS_MODEL, "offline", *env_list("HARNESS_ALLOWED_MODELS")})
 OPENAI_BASE_URL = env_str("OPENAI_BASE_URL")
 HARNESS_OPENAI_API = env_str("HARNESS_OPENAI_API", "responses")
 if HARNESS_OPENAI_API not in {"responses", "chat_completions"}:
@@ -319,9 +321,32 @@ HARNESS_SANDBOX_TIME_BUDGET_SECONDS = env_int("HARNESS_SANDBOX_TIME_BUDGET_SECON
 HARNESS_SANDBOX_COMMAND_TIMEOUT_SECONDS = env_int("HARNESS_SANDBOX_COMMAND_TIMEOUT_SECONDS", 60, minimum=1)
 HARNESS_SANDBOX_CPU_SECONDS = env_int("HARNESS_SANDBOX_CPU_SECONDS", 60, minimum=1)
 HARNESS_SANDBOX_MEMORY_MB = env_int("HARNESS_SANDBOX_MEMORY_MB", 1024, minimum=64)
-HARNESS_SANDBOX_MAX_PROCESSES = env_int("HARNESS_SANDBOX_MAX_PROCESSES", 64, minimum=4)
+HARNESS_SANDBOX_MAX_PROCESSES = env_int("HARNESS_SANDBOX_MAX_PROCESSES", 32, minimum=4)
 HARNESS_SANDBOX_MAX_FILE_MB = env_int("HARNESS_SANDBOX_MAX_FILE_MB", 64, minimum=1)
 HARNESS_SANDBOX_TMP_MB = env_int("HARNESS_SANDBOX_TMP_MB", 256, minimum=1)
+# The memory of one sandbox, all its processes together: its cgroup's memory.max where the
+# kernel gives the harness a cgroup v2 per sandbox. Without one (cgroup v1 hosts, containers),
+# each process's address space is cut to TOTAL / MAX_PROCESSES (when that is below
+# HARNESS_SANDBOX_MEMORY_MB), so MAX_PROCESSES processes together stay within it.
+HARNESS_SANDBOX_TOTAL_MEMORY_MB = env_int("HARNESS_SANDBOX_TOTAL_MEMORY_MB", 4096, minimum=64)
+if HARNESS_SANDBOX_TOTAL_MEMORY_MB // HARNESS_SANDBOX_MAX_PROCESSES < 32:
+    raise ImproperlyConfigured(
+        "HARNESS_SANDBOX_TOTAL_MEMORY_MB / HARNESS_SANDBOX_MAX_PROCESSES: without a cgroup each process gets "
+        f"{HARNESS_SANDBOX_TOTAL_MEMORY_MB // HARNESS_SANDBOX_MAX_PROCESSES} MB, and a process needs at least 32; "
+        "raise the total or lower the process limit."
+    )
+# A delegated cgroup v2 directory for the per-sandbox cgroups (empty: /sys/fs/cgroup/harness-sandboxes
+# when the harness runs as root on a cgroup v2 host).
+HARNESS_SANDBOX_CGROUP_ROOT = env_str("HARNESS_SANDBOX_CGROUP_ROOT")
+if HARNESS_SANDBOX_CGROUP_ROOT and not HARNESS_SANDBOX_CGROUP_ROOT.startswith("/sys/fs/cgroup/"):
+    raise ImproperlyConfigured(
+        f"HARNESS_SANDBOX_CGROUP_ROOT: expected a directory under /sys/fs/cgroup/, got {HARNESS_SANDBOX_CGROUP_ROOT!r}"
+    )
+# Each local workspace is a filesystem of this size of its own (an ext4 image on a loop device,
+# mounted by the harness), so a sandbox cannot fill the host's disk. 0 turns the quota off.
+HARNESS_SANDBOX_DISK_MB = env_int("HARNESS_SANDBOX_DISK_MB", 1024, minimum=0)
+if 0 < HARNESS_SANDBOX_DISK_MB < 16:
+    raise ImproperlyConfigured(f"HARNESS_SANDBOX_DISK_MB: 0 (no quota) or at least 16, got {HARNESS_SANDBOX_DISK_MB}")
 HARNESS_SANDBOX_NETWORK = env_str("HARNESS_SANDBOX_NETWORK", "deny").lower()
 if HARNESS_SANDBOX_NETWORK not in {"deny", "allow"}:
     raise ImproperlyConfigured(f"HARNESS_SANDBOX_NETWORK: expected 'deny' or 'allow', got {HARNESS_SANDBOX_NETWORK!r}")

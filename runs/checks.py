@@ -26,8 +26,8 @@ def check_deploy_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     if settings.HARNESS_MODEL != "offline" and not settings.OPENAI_API_KEY:
         problems.append(
             Warning(
-                f"OPENAI_API_KEY is not set: runs on the default model {settings.HARNESS_MODEL!r} will fail.",
-                hint='Set OPENAI_API_KEY, or post runs with model "offline".',
+                f"OPENAI_API_KEY is not set: runs on the default model {settings.HARNESS_MODEL!r} are refused.",
+                hint='Set OPENAI_API_KEY, or unset HARNESS_MODEL to default to the model "offline".',
                 id="runs.W001",
             )
         )

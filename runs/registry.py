@@ -230,8 +230,12 @@ def _scribe_plan(text: str) -> OfflineToolCall | None:
 def _scribe_reply(text: str, tool_output: str | None, turn: int) -> str:
     if tool_output is None or tool_output.startswith("error:"):
         return f"I could not save the file: {tool_output or 'no tool ran'}"
-    saved = json.loads(tool_output)
-    return f"Saved {saved['name']} ({saved['size']} bytes) as artifact {saved['artifact_id']}."
+    try:
+        saved = json.loads(tool_output)
+        return f"Saved {saved['name']} ({saved['size']} bytes) as artifact {saved['artifact_id']}."
+    except (ValueError, TypeError, KeyError):
+        # The tool failed in a way the SDK reported as text (an exception in the tool, say).
+        return f"I could not save the file: {tool_output}"
 
 
 # --- coder (sandbox) -----------------------------------------------------------

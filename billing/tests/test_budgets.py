@@ -191,7 +191,7 @@ def test_bad_limits_are_422_and_write_nothing(api, alice, field, value):
 @pytest.mark.django_db(transaction=True)
 def test_a_cost_limit_on_a_model_without_a_price_is_refused_with_the_fix(api, alice):
     body = {"input": "hi", "model": "house-model", "max_cost_usd": "0.5"}
-    with override_settings(HARNESS_ALLOWED_MODELS=["offline", "house-model"]):
+    with override_settings(HARNESS_ALLOWED_MODELS=["offline", "house-model"], OPENAI_API_KEY="sk-test-key"):
         before = _counts(alice.user)
         response = api.post("/api/runs", body, who=alice)
         assert response.status_code == 422

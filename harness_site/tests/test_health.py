@@ -15,7 +15,7 @@ def test_health_tells_the_truth_with_no_keys():
     on_postgres = connection.vendor == "postgresql"
     assert response.json() == {
         "status": "ok",
-        "model": "gpt-5.4-mini",
+        "model": "offline",  # no OPENAI_API_KEY: runs default to the offline model
         "backends": {"postgres": on_postgres, "sandbox": False, "r2": False},
     }
     assert response["Cache-Control"].startswith("max-age=0")

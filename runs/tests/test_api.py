@@ -32,11 +32,30 @@ def test_it_creates_a_queued_run_without_running_it(api, alice, django_capture_o
     assert OrmQ.objects.count() == 1
 
 
-def test_it_defaults_to_the_configured_model(api, alice):
+def test_without_a_key_runs_default_to_the_offline_model(api, alice):
     response = api.post("/api/runs", {"input": "hi"}, who=alice)
     assert response.status_code == 202
-    assert response.json()["model"] == "gpt-5.4-mini"
+    assert response.json()["model"] == "offline"
     assert response.json()["agent"] == "assistant"
+
+
+@override_settings(OPENAI_API_KEY="sk-test-key", HARNESS_MODEL="gpt-5.4-mini")
+def test_with_a_key_it_defaults_to_the_configured_model(api, alice):
+    response = api.post("/api/runs", {"input": "hi"}, who=alice)
+    assert response.status_code == 202 and response.json()["model"] == "gpt-5.4-mini"
+
+
+@override_settings(HARNESS_MODEL="gpt-5.4-mini", HARNESS_ALLOWED_MODELS=["gpt-5.4-mini", "offline"])
+def test_a_model_that_needs_the_missing_key_is_refused_before_anything_is_written(api, alice):
+    for body in ({"input": "hi"}, {"input": "hi", "model": "gpt-5.4-mini"}):
+        response = api.post("/api/runs", body, who=alice)
+        assert response.status_code == 422
+        assert response.json()["detail"] == (
+            "model: model 'gpt-5.4-mini' needs OPENAI_API_KEY, which is not set on this server; "
+            'set it, or run with "model": "offline"'
+        )
+    assert not Run.objects.exists()
+    assert api.post("/api/runs", {"input": "hi", "model": "offline"}, who=alice).status_code == 202
 
 
 @pytest.mark.parametrize(
@@ -79,7 +98,7 @@ def test_a_revoked_key_is_refused(api, alice):
         ({"input": ["a"]}, "input", "string"),
         ({"input": "hi", "agent": "nope"}, "agent", "valid agents: assistant, calculator, coder, scribe"),
         ({"input": "hi", "agent": 3}, "agent", "string"),
-        ({"input": "hi", "model": "gpt-0-fake"}, "model", "allowed models: gpt-5.4-mini, offline"),
+        ({"input": "hi", "model": "gpt-0-fake"}, "model", "allowed models: offline"),
         ({"input": "hi", "session_id": "run_123"}, "session_id", "sess_"),
     ],
 )
@@ -205,4 +224,5 @@ def test_agents_lists_the_registry_and_models(api, alice):
     assert body["agents"][1]["tools"] == ["calculate"] and body["agents"][1]["sandbox"] is False
     assert body["agents"][2]["sandbox"] is True
     assert body["agents"][2]["tools"] == ["exec_command", "write_stdin", "view_image", "apply_patch"]
-    assert body["default_model"] == "gpt-5.4-mini" and "offline" in body["models"]
+    assert body["default_model"] == "offline" and body["models"] == ["offline"]
+    assert body["openai_configured"] is False

@@ -67,6 +67,8 @@ class Command(BaseCommand):
                     f"Agent harness on {base}  (web: {'yes' if 'web' in children else 'no'}, "
                     f"worker: {'yes' if 'worker' in children else 'no'}: {settings.HARNESS_WORKERS} process(es) "
                     f"x {settings.HARNESS_WORKER_CONCURRENCY} runs at once)",
+                    f"  model:   {settings.HARNESS_MODEL} by default"
+                    + ("" if settings.OPENAI_API_KEY else " (OPENAI_API_KEY is not set: only the offline model runs)"),
                     f"  health:  curl {base}/health",
                     f"  admin:   {base}/admin/   (login: uv run python manage.py ensureadmin)",
                     "  API key: uv run python manage.py createapikey USERNAME",
