@@ -17,8 +17,10 @@ from ninja import Router, Schema
 from runs.api import get_run_or_404
 from sandboxes import providers
 from sandboxes.bwrap import bwrap_path, bwrap_self_test, host_uid_for_sandbox
+from sandboxes.cgroups import cgroup_support, process_memory_mb
 from sandboxes.models import Sandbox
 from sandboxes.policy import SandboxPolicy
+from sandboxes.quota import quota_self_test
 
 router = Router(tags=["sandboxes"])
 
@@ -57,7 +59,32 @@ def _local_status(policy: SandboxPolicy) -> dict[str, Any]:
         status["self_test"] = {"ok": ok, "detail": detail}
     else:
         status["self_test"] = {"ok": False, "detail": "bwrap is not installed (apt-get install bubblewrap)"}
+    status["limits"] = _enforced_limits(policy, self_test_ok=status["self_test"]["ok"])
     return status
+
+
+def _enforced_limits(policy: SandboxPolicy, *, self_test_ok: bool) -> dict[str, Any]:
+    """What the kernel enforces for local sandboxes on this host, and what falls back (and why)."""
+    cgroups = cgroup_support()
+    memory: dict[str, Any] = {
+        "total_memory_mb": policy.total_memory_mb,
+        "process_memory_mb": process_memory_mb(policy, cgroup=cgroups.available),
+        "max_processes": policy.max_processes,
+    }
+    if cgroups.available:
+        memory["enforced_by"] = "cgroup v2 per sandbox (memory.max, pids.max)"
+    else:
+        memory["enforced_by"] = (
+            "per-process limits only: each process's address space is at most total_memory_mb / max_processes, "
+            "and the process count is the kernel's per-uid limit"
+        )
+    return {
+        "disk_quota": quota_self_test(providers.sandbox_root(), size_mb=policy.disk_mb),
+        "cgroup": cgroups.as_dict(),
+        "memory": memory,
+        # The self-test runs `unshare -U` inside, which the filter must refuse.
+        "seccomp": {"enabled": True, "checked": self_test_ok},
+    }
 
 
 def _e2b_status() -> dict[str, Any]:

@@ -4,7 +4,10 @@ The SDK's UnixLocal backend runs commands on the host as they are (on Linux it a
 no confinement) and can pass the harness's environment through. Here each command
 is wrapped by `sandboxes.bwrap.bwrap_command`, the environment is only the allow-list,
 and the workspace is a directory the harness made for this sandbox under
-HARNESS_SANDBOX_ROOT (owned by the sandbox's uid when the harness runs as root).
+HARNESS_SANDBOX_ROOT (owned by the sandbox's uid when the harness runs as root), with a
+filesystem of HARNESS_SANDBOX_DISK_MB of its own mounted on it where the harness may mount
+(`sandboxes.quota`), and a cgroup v2 of its own where the kernel delegates one
+(`sandboxes.cgroups`). `ConfinedSession.limits_info()` says which of these it got.
 
 The SDK's file tools (apply_patch, view_image, reads and writes) run in the harness
 process under the SDK's workspace path checks, which resolve symlinks and refuse
@@ -45,7 +48,9 @@ from agents.sandbox.snapshot import resolve_snapshot
 from agents.sandbox.types import ExecResult, User
 from django.conf import settings
 
+from sandboxes import quota
 from sandboxes.bwrap import bwrap_command, host_uid_for_sandbox
+from sandboxes.cgroups import cgroup_support, process_memory_mb, sandbox_cgroup_create
 from sandboxes.output import (
     READ_CHUNK_BYTES,
     OutputWindow,
@@ -57,7 +62,7 @@ from sandboxes.output import (
     read_into,
 )
 from sandboxes.policy import BASE_ENVIRONMENT, SandboxPolicy
-from sandboxes.providers import remove_tree
+from sandboxes.providers import workspace_destroy
 
 # How long a command killed on timeout gets to let go of its pipes.
 KILLED_GRACE_SECONDS = 5
@@ -90,12 +95,28 @@ class ConfinedSession(UnixLocalSandboxSession):
     policy: SandboxPolicy
     confine: bool
     host_uid: int | None
+    disk_quota: dict[str, Any]
+    cgroup: Path | None
 
     def configure(self, *, policy: SandboxPolicy, confine: bool) -> None:
         self.policy = policy
         self.confine = confine
         self.host_uid = host_uid_for_sandbox(settings.HARNESS_SANDBOX_UID) if confine else None
         self._host_environment_allowlist = frozenset()
+        self.disk_quota = {"enforced": False, "reason": "the workspace is not prepared yet"}
+        self.cgroup = None
+
+    def limits_info(self) -> dict[str, Any]:
+        """Which kernel-enforced limits this sandbox really has (recorded on its row)."""
+        if not self.confine:
+            return {"confined": False, "disk_quota": self.disk_quota}
+        support = cgroup_support()
+        return {
+            "disk_quota": self.disk_quota,
+            "cgroup": {"path": str(self.cgroup)} if self.cgroup else {"available": False, "reason": support.reason},
+            "process_memory_mb": process_memory_mb(self.policy, cgroup=self.cgroup is not None),
+            "seccomp": True,
+        }
 
     def _confined_exec_command(
         self, *, command_parts: list[str], workspace_root: Path, env: Mapping[str, str]
@@ -103,7 +124,12 @@ class ConfinedSession(UnixLocalSandboxSession):
         if not self.confine:
             return command_parts
         return bwrap_command(
-            command=command_parts, workspace=workspace_root, env=env, policy=self.policy, drop_to_uid=self.host_uid
+            command=command_parts,
+            workspace=workspace_root,
+            env=env,
+            policy=self.policy,
+            drop_to_uid=self.host_uid,
+            cgroup=self.cgroup,
         )
 
     async def _resolved_exec_context(self) -> tuple[dict[str, str], str]:
@@ -223,7 +249,16 @@ class ConfinedSession(UnixLocalSandboxSession):
 
     async def _prepare_backend_workspace(self) -> None:
         await super()._prepare_backend_workspace()
-        self._give_to_sandbox(Path(self.state.manifest.root))
+        workspace = Path(self.state.manifest.root)
+        if quota.mounts_at(workspace):
+            self.disk_quota = {"enforced": True, "size_mb": self.policy.disk_mb, "how": quota.HOW}
+        else:
+            self.disk_quota = await asyncio.to_thread(
+                quota.workspace_mount, workspace, size_mb=self.policy.disk_mb, owner_uid=self.host_uid
+            )
+        if self.confine:
+            self.cgroup = await asyncio.to_thread(sandbox_cgroup_create, workspace.name, self.policy)
+        self._give_to_sandbox(workspace)
 
     def _give_to_sandbox(self, path: Path) -> None:
         """Files the harness writes belong to the sandbox's uid, so its commands may change them."""
@@ -297,5 +332,6 @@ class ConfinedClient(UnixLocalSandboxClient):
         inner = session._inner
         if not isinstance(inner, ConfinedSession):
             raise TypeError("ConfinedClient.delete expects a ConfinedSession")
-        await asyncio.to_thread(remove_tree, Path(inner.state.manifest.root))
+        # Kills what is left (its cgroup, when it has one), unmounts its filesystem, removes it.
+        await asyncio.to_thread(workspace_destroy, Path(inner.state.manifest.root))
         return session

@@ -39,6 +39,10 @@ class SandboxPolicy:
     network: str
     max_output_files: int
     environment_names: tuple[str, ...] = field(default_factory=tuple)
+    # All of a sandbox's processes together (its cgroup's memory.max; see sandboxes.cgroups).
+    total_memory_mb: int = 4096
+    # The workspace's own filesystem (see sandboxes.quota); 0: none.
+    disk_mb: int = 0
 
     @classmethod
     def from_settings(cls) -> SandboxPolicy:
@@ -53,6 +57,8 @@ class SandboxPolicy:
             network=settings.HARNESS_SANDBOX_NETWORK,
             max_output_files=settings.HARNESS_SANDBOX_OUTPUT_MAX_FILES,
             environment_names=tuple(settings.HARNESS_SANDBOX_ENV_ALLOWLIST),
+            total_memory_mb=settings.HARNESS_SANDBOX_TOTAL_MEMORY_MB,
+            disk_mb=settings.HARNESS_SANDBOX_DISK_MB,
         )
 
     def as_dict(self) -> dict[str, Any]:

@@ -109,8 +109,16 @@ def workspace_processes(workspace: Path) -> list[int]:
 
 
 def workspace_destroy(workspace: Path) -> dict[str, int]:
-    """Kill what still runs in a local workspace and remove it, whatever its permissions."""
-    killed = 0
+    """Kill what still runs in a local workspace and remove it, whatever its permissions.
+
+    Its cgroup (when it has one) is killed and removed, then its filesystem (when it has
+    one of its own) is detached, lazily so that no open file can hold it, and the empty
+    mount point is removed; otherwise its tree is removed file by file.
+    """
+    from sandboxes.cgroups import sandbox_cgroup_destroy
+    from sandboxes.quota import workspace_unmount
+
+    killed = sandbox_cgroup_destroy(workspace.name)
     for _ in range(3):
         pids = workspace_processes(workspace)
         if not pids:
@@ -122,8 +130,9 @@ def workspace_destroy(workspace: Path) -> dict[str, int]:
             except ProcessLookupError:
                 pass
         time.sleep(0.05)
+    unmounted = workspace_unmount(workspace)
     remove_tree(workspace)
-    return {"killed_processes": killed}
+    return {"killed_processes": killed, **({"unmounted": unmounted} if unmounted else {})}
 
 
 def remove_tree(path: Path) -> None:

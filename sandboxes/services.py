@@ -85,6 +85,12 @@ def manifest_record(
             "max_processes": policy.max_processes,
             "max_file_mb": policy.max_file_mb,
             "tmp_mb": policy.tmp_mb,
+            # Local sandboxes only; what the kernel really enforces is added as "enforced" once started.
+            **(
+                {"total_memory_mb": policy.total_memory_mb, "disk_mb": policy.disk_mb}
+                if provider in providers.HOST_PROVIDERS
+                else {}
+            ),
         },
         "network": policy.network if provider == providers.E2B else "deny",
         "environment": sorted(environment),
@@ -181,6 +187,11 @@ async def sandbox_open(*, run: Run, worker_id: str, tools: list[str]) -> OpenSan
         await sync_to_async(sandbox_row_update)(row.pk, provider_session_id=handle)
         row.provider_session_id = handle
         await session.start()
+        if provider in providers.HOST_PROVIDERS:
+            # What the kernel really enforces here (disk quota, cgroup or per-process memory, seccomp).
+            record = {**record, "enforced": session._inner.limits_info()}
+            await sync_to_async(sandbox_row_update)(row.pk, manifest=record)
+            row.manifest = record
     except Exception as exc:
         message = redact(f"{type(exc).__name__}: {exc}")
         logger.exception("sandbox failed to start", extra={"sandbox_id": row.pk})
@@ -438,6 +449,14 @@ def _reap_orphan_workspaces(report: SandboxReapReport, actor: Actor) -> None:
         .values_list("provider_session_id", flat=True)
     )
     for path in root.iterdir():
+        if path.name.startswith(".") and path.name.endswith(".img") and path.is_file() and not path.is_symlink():
+            # A workspace image a worker died making (a mounted one is unlinked at once).
+            try:
+                if time.time() - path.lstat().st_mtime >= ORPHAN_DIR_MIN_AGE_SECONDS:
+                    path.unlink()
+            except FileNotFoundError:
+                pass
+            continue
         if str(path) in live or not path.is_dir() or path.is_symlink():
             continue
         try:

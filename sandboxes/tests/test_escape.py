@@ -382,3 +382,213 @@ def test_a_workspace_too_deep_for_rmtree_is_still_cleaned_up(alice):
     )
     assert "depth=1500" in tool_outputs(run)[0]
     assert_cleaned(run)
+
+
+# --- the seccomp filter: no namespaces, mounts, ptrace, keyrings, bpf... inside ----------------
+
+
+def python_block(source: str) -> str:
+    return f"```python\n{source}\n```\n"
+
+
+SYSCALL_PROBE = """
+import ctypes, errno, os, platform
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+NUMBERS = {
+    "x86_64": {"unshare": 272, "setns": 308, "mount": 165, "umount2": 166, "pivot_root": 155, "move_mount": 429,
+               "open_tree": 428, "fsopen": 430, "fsmount": 432, "fspick": 433, "mount_setattr": 442, "chroot": 161,
+               "ptrace": 101, "process_vm_readv": 310, "keyctl": 250, "add_key": 248, "request_key": 249, "bpf": 321,
+               "userfaultfd": 323, "perf_event_open": 298, "io_uring_setup": 425, "init_module": 175,
+               "kexec_load": 246, "open_by_handle_at": 304, "clone3": 435, "clone": 56},
+    "aarch64": {"unshare": 97, "setns": 268, "mount": 40, "umount2": 39, "pivot_root": 41, "move_mount": 429,
+                "open_tree": 428, "fsopen": 430, "fsmount": 432, "fspick": 433, "mount_setattr": 442, "chroot": 51,
+                "ptrace": 117, "process_vm_readv": 270, "keyctl": 219, "add_key": 217, "request_key": 218, "bpf": 280,
+                "userfaultfd": 282, "perf_event_open": 241, "io_uring_setup": 425, "init_module": 105,
+                "kexec_load": 104, "open_by_handle_at": 265, "clone3": 435, "clone": 220},
+}[platform.machine()]
+CLONE_NEWUSER, CLONE_NEWNS, CLONE_NEWNET = 0x10000000, 0x00020000, 0x40000000
+for name, nr in sorted(NUMBERS.items()):
+    args = [0] * 6
+    if name in ("clone", "unshare"):
+        args[0] = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWNET  # a new user namespace, the usual way out
+    ctypes.set_errno(0)
+    result = libc.syscall(nr, *args)
+    print(f"CALL {name} {result} {errno.errorcode.get(ctypes.get_errno(), ctypes.get_errno())}")
+"""
+
+
+def probe_results(output: str) -> dict[str, tuple[int, str]]:
+    results = {}
+    for line in output.splitlines():
+        if line.startswith("CALL "):
+            _, name, value, code = line.split()
+            results[name] = (int(value), code)
+    return results
+
+
+def test_seccomp_refuses_namespaces_mounts_ptrace_keyrings_bpf_and_friends(alice):
+    run = run_coder(
+        alice,
+        sh(
+            "unshare -Ur true; echo unshare-user-rc=$?\n"
+            "unshare -m true; echo unshare-mount-rc=$?\n"
+            "mkdir -p mnt && mount -t tmpfs none mnt; echo mount-rc=$?\n"
+            "umount /proc; echo umount-rc=$?"
+        )
+        + python_block(SYSCALL_PROBE),
+    )
+    assert run.status == "succeeded", run.error
+    shell, probe = tool_outputs(run)
+    for name in ("unshare-user", "unshare-mount", "mount", "umount"):
+        assert f"{name}-rc=0" not in shell, shell
+    assert "unshare failed: Operation not permitted" in shell
+    results = probe_results(probe)
+    assert len(results) == 26, probe
+    # Every denied call fails with EPERM (not ENOSYS or EINVAL: the filter said no, not the kernel);
+    # clone3 says ENOSYS so libc falls back to clone, whose namespace flags are then refused.
+    expected = {name: (-1, "EPERM") for name in results}
+    expected["clone3"] = (-1, "ENOSYS")
+    assert results == expected, probe
+    assert_cleaned(run)
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="x32 and i386 system calls exist on x86_64 only")
+def test_seccomp_refuses_other_abis(alice):
+    # An x32 call (bit 30 set) fails with EPERM; an i386 call through int 0x80 kills the process.
+    script = """
+import ctypes, errno, mmap, subprocess, sys
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+ctypes.set_errno(0)
+print("X32", libc.syscall(0x40000000 | 39), errno.errorcode.get(ctypes.get_errno()))
+child = '''
+import ctypes, mmap
+code = bytes.fromhex("b814000000cd80c3")  # mov eax, 20 (i386 getpid); int 0x80; ret
+page = mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+page.write(code)
+function = ctypes.CFUNCTYPE(ctypes.c_int)(ctypes.addressof(ctypes.c_char.from_buffer(page)))
+print("I386 returned", function())
+'''
+done = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True)
+print("I386 exit", done.returncode, done.stdout.strip())
+"""
+    run = run_coder(alice, python_block(script))
+    output = tool_outputs(run)[0]
+    assert "X32 -1 EPERM" in output, output
+    assert "I386 exit -31" in output and "returned" not in output, output  # SIGSYS
+    assert_cleaned(run)
+
+
+def test_ordinary_commands_still_work_under_seccomp(alice):
+    run = run_coder(
+        alice,
+        sh(
+            "set -e; printf 'b\\na\\nb\\n' | sort | uniq -c | wc -l\n"
+            "(sleep 0.2; echo background-done > bg.txt) & wait; cat bg.txt\n"
+            "sh -c 'echo nested-shell'; bash -c 'echo $((6*7))'\n"
+            "mkdir -p outputs && echo result > outputs/r.txt && ls outputs"
+        )
+        + python_block(
+            "import os, subprocess, threading, multiprocessing, concurrent.futures, tempfile\n"
+            "t = threading.Thread(target=lambda: None); t.start(); t.join()\n"
+            "with concurrent.futures.ThreadPoolExecutor(4) as pool: print('threads', sum(pool.map(abs, [-1, -2, 3])))\n"
+            "with multiprocessing.Pool(2) as pool: print('processes', pool.map(abs, [-4, 5]))\n"
+            "pid = os.fork()\n"
+            "if pid == 0: os._exit(7)\n"
+            "print('fork', os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))\n"
+            "print('subprocess', subprocess.run(['echo', 'ok'], capture_output=True, text=True).stdout.strip())\n"
+            "print('tmp', tempfile.mkstemp()[1].startswith('/tmp/'))"
+        ),
+    )
+    assert run.status == "succeeded", run.error
+    shell, python = tool_outputs(run)
+    for expected in ("\n2\n", "background-done", "nested-shell", "42", "r.txt"):
+        assert expected in "\n" + shell, shell
+    for expected in ("threads 6", "processes [4, 5]", "fork 7", "subprocess ok", "tmp True"):
+        assert expected in python, python
+    assert Artifact.objects.get(run=run).name == "r.txt"
+    assert_cleaned(run)
+
+
+# --- /proc/self/mountinfo: the workspace's path, and nothing else of the host -------------------
+
+
+def test_mountinfo_shows_the_workspace_path_and_no_other_host_path(alice, bwrap):
+    run = run_coder(alice, sh("cat /proc/self/mountinfo; echo CWD=$(pwd -P)"))
+    output = tool_outputs(run)[0]
+    sandbox = Sandbox.objects.get(run=run)
+    workspace = sandbox.provider_session_id
+    lines = [line for line in output.splitlines() if " - " in line]
+    points = {line.split(" ")[4]: line for line in lines}
+    # The current truth: the workspace is bound at its host path (the SDK tells the model that path
+    # and its file tools resolve paths against it on the host), so mountinfo names it, once.
+    assert f"CWD={workspace}" in output
+    assert sum(1 for line in lines if line.split(" ")[4] == workspace) == 1
+    workspace_line = points[workspace]
+    if sandbox.manifest["enforced"]["disk_quota"]["enforced"]:
+        # A filesystem of its own: its root is "/", not a host directory.
+        assert workspace_line.split(" ")[3] == "/" and " - ext4 /dev/loop" in workspace_line
+    # Everything else is the system directories at their usual paths, /proc, /dev and the sandbox's tmpfs.
+    allowed = {"/", "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/dev", "/tmp", workspace}
+    for point, line in points.items():
+        assert point in allowed or point.startswith(("/etc/", "/dev/")), line
+        if point != workspace:
+            assert not point.startswith("/tmp/"), line
+    others = "\n".join(line for point, line in points.items() if point != workspace)
+    for host_path in (str(settings.BASE_DIR), str(bwrap), "/root", "/home", "/work", "harness-seccomp"):
+        assert host_path not in others, others
+    assert_cleaned(run)
+
+
+# --- the disk quota: a workspace is a filesystem of HARNESS_SANDBOX_DISK_MB ------------------
+
+
+def statvfs_bytes(path: str) -> tuple[int, int]:
+    stats = os.statvfs(path)
+    return stats.f_blocks * stats.f_frsize, stats.f_bavail * stats.f_frsize
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not Path("/dev/loop-control").exists(),
+    reason="a filesystem per workspace needs root and loop devices",
+)
+def test_the_disk_quota_stops_a_command_filling_the_host_disk(alice, bwrap):
+    quota_mb = 48
+    host_free_before = os.statvfs(bwrap).f_bavail * os.statvfs(bwrap).f_frsize
+    # The attack from the issue: 60 MB files in a loop (here 30 files of 8 MB, the per-file limit).
+    script = (
+        "mkdir -p outputs && echo early > outputs/early.txt\n"
+        "df -B1 --output=size,avail . | tail -1 | sed 's/^ */DF /'\n"
+        "avail=$(df -B1 --output=avail . | tail -1); under=$(( (avail - 2*1048576) / 1048576 ))\n"
+        # Just under the quota: fits.
+        "i=0; left=$under; while [ $left -gt 0 ]; do n=$(( left > 8 ? 8 : left )); "
+        "head -c ${n}M /dev/zero > under$i || echo UNDER-FAILED; i=$((i+1)); left=$((left-n)); done\n"
+        "echo UNDER-WROTE=$(cat under* | wc -c) MB=$under\n"
+        # Past it: ENOSPC, and the whole workspace never holds more than the quota.
+        "for i in $(seq 1 30); do head -c 8M /dev/zero > fill$i 2>err.txt || { cat err.txt; break; }; done\n"
+        "echo TOTAL=$(du -sb --apparent-size . | cut -f1)\n"
+        "rm -f under* fill*; echo late > outputs/late.txt; ls outputs"
+    )
+    with override_settings(HARNESS_SANDBOX_DISK_MB=quota_mb):
+        run = run_coder(alice, sh(script))
+    output = tool_outputs(run)[0]
+    assert run.status == "succeeded", run.error
+    size, _ = (int(v) for v in output.split("DF ")[1].split()[:2])
+    assert size <= quota_mb * 2**20
+    under = output.split("UNDER-WROTE=")[1].split()[0]
+    assert "UNDER-FAILED" not in output and int(under) >= (quota_mb - 8) * 2**20, output
+    assert "No space left on device" in output, output
+    assert int(output.split("TOTAL=")[1].split()[0]) <= quota_mb * 2**20
+    # The host's disk did not take the 240 MB the loop tried to write (allow for others' writes).
+    host_free_after = os.statvfs(bwrap).f_bavail * os.statvfs(bwrap).f_frsize
+    assert host_free_before - host_free_after < 150 * 2**20
+    # The outputs written before and after hitting the quota are collected.
+    assert sorted(Artifact.objects.filter(run=run).values_list("name", flat=True)) == ["early.txt", "late.txt"]
+    sandbox = Sandbox.objects.get(run=run)
+    assert sandbox.manifest["limits"]["disk_mb"] == quota_mb
+    assert sandbox.manifest["enforced"]["disk_quota"]["enforced"] is True
+    # The filesystem is unmounted and the workspace gone; no loop device is left.
+    assert sandbox.provider_session_id not in Path("/proc/self/mountinfo").read_text()
+    assert_cleaned(run)
+    assert list(bwrap.iterdir()) == []
