@@ -7,6 +7,7 @@ real environment variables always win over it. Every variable is documented in
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
 import warnings
 from pathlib import Path
@@ -314,7 +315,13 @@ if SANDBOX_PROVIDER not in {"", "local", "e2b", "unconfined"}:
 HARNESS_SANDBOX_ALLOW_UNCONFINED = env_bool("HARNESS_SANDBOX_ALLOW_UNCONFINED", False)
 E2B_API_KEY = env_secret("E2B_API_KEY")
 E2B_TEMPLATE = env_str("E2B_TEMPLATE")
-HARNESS_SANDBOX_ROOT = Path(env_str("HARNESS_SANDBOX_ROOT") or Path(tempfile.gettempdir()) / "harness-sandboxes")
+# One root per instance (named after its var/ directory): two harnesses on one host never share
+# workspaces, and each one's reaper only ever looks at its own.
+HARNESS_SANDBOX_ROOT = Path(
+    env_str("HARNESS_SANDBOX_ROOT")
+    or Path(tempfile.gettempdir())
+    / f"harness-sandboxes-{hashlib.sha256(str(VAR_DIR.resolve()).encode()).hexdigest()[:12]}"
+)
 # When the harness runs as root, sandboxed commands run as this unprivileged host uid.
 HARNESS_SANDBOX_UID = env_int("HARNESS_SANDBOX_UID", 65534, minimum=1)
 HARNESS_SANDBOX_TIME_BUDGET_SECONDS = env_int("HARNESS_SANDBOX_TIME_BUDGET_SECONDS", 900, minimum=5)

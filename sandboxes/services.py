@@ -397,7 +397,12 @@ def sandboxes_stale(now: datetime | None = None) -> list[Sandbox]:
     over = Q(run__finished_at__lt=now - grace) | Q(run__status__in=Run.FINISHED_STATUSES, run__finished_at=None)
     other_attempt = Q(run__status=Run.Status.RUNNING) & ~Q(worker_id=F("run__worker_id"))
     requeued = Q(run__status=Run.Status.QUEUED)
-    stale = Sandbox.objects.uncleaned().filter(Q(deadline__lt=now) | over | other_attempt | requeued)
+    # A workspace on a host lives under its instance's own root: another instance's (another
+    # replica, or another harness on this host) is left to that instance's reaper.
+    elsewhere = Q(provider__in=providers.HOST_PROVIDERS) & ~Q(
+        provider_session_id__startswith=f"{providers.sandbox_root()}/"
+    )
+    stale = Sandbox.objects.uncleaned().filter(Q(deadline__lt=now) | over | other_attempt | requeued).exclude(elsewhere)
     return list(stale.select_related("run"))
 
 

@@ -8,6 +8,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import psutil
@@ -100,6 +101,35 @@ def test_a_run_created_on_one_web_streams_from_the_other_and_both_workers_run_ru
     )
     engines = {int(worker_id.split(":")[1]) for worker_id in claims}  # a worker id is host:pid:nonce/n
     assert engines & _engine_pids(a) and engines & _engine_pids(b), engines  # both replicas' workers took runs
+
+
+def test_one_replicas_sandbox_reaper_never_touches_the_others_sandboxes(replicas):
+    a, b = replicas
+    key = a.api_key("dora")
+    on_a = a.client(key)
+    run = on_a.post(
+        "/api/runs", json={"input": "```sh\nsleep 5; echo still-here\n```", "agent": "coder", "model": "offline"}
+    ).json()
+    deadline = time.monotonic() + 30
+    sandboxes: list[dict] = []
+    while time.monotonic() < deadline and not (sandboxes and sandboxes[0]["status"] == "live"):
+        sandboxes = on_a.get(f"/api/runs/{run['id']}/sandboxes").json()
+        time.sleep(0.1)
+    (sandbox,) = sandboxes
+    workspace = Path(
+        a.sql(
+            "from sandboxes.models import Sandbox\n"
+            f"print(json.dumps(Sandbox.objects.get(pk={sandbox['id']!r}).provider_session_id))"
+        )
+    )
+    roots = [
+        h.sql("from django.conf import settings\nprint(json.dumps(str(settings.HARNESS_SANDBOX_ROOT)))") for h in (a, b)
+    ]
+    assert roots[0] != roots[1] and workspace.parent == Path(roots[0])  # each replica its own root
+    reaped = b.manage("reap_sandboxes")  # the other replica's reaper, while A's sandbox is live
+    assert sandbox["id"] not in reaped.stdout + reaped.stderr and workspace.exists()
+    done = a.wait_for(on_a, run["id"], ("succeeded", "failed"), timeout=60)
+    assert done["status"] == "succeeded" and "still-here" in done["output"], done
 
 
 def test_killing_one_replica_gets_its_runs_reaped_and_retried_on_the_other(replicas):
