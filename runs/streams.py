@@ -2,24 +2,34 @@
 
 One async generator serves both the WebSocket consumer and the SSE view:
 
-1. With a channel layer (REDIS_URL), subscribe to the run's group *first*, so no
-   event published during the replay is missed.
+1. Subscribe first, so no event committed during the replay is missed: with a channel
+   layer (REDIS_URL) to the run's group; without one to this process's log follower.
 2. Replay every event after `after` from the database, in order.
-3. Follow: live messages from the group, or (no Redis) the database itself every
-   HARNESS_STREAM_POLL_SECONDS. Events are yielded strictly in `seq` order:
-   anything at or below the last sent seq is dropped (no duplicates), and a
-   gap is filled from the database before going on (no holes, no reordering).
+3. Follow: live messages from the group, or batches from the log follower. Events are
+   yielded strictly in `seq` order: anything at or below the last sent seq is dropped
+   (no duplicates), and a gap is filled from the database before going on (no holes,
+   no reordering).
 4. Stop after the run's final event. While idle, yield None every
-   HARNESS_STREAM_KEEPALIVE_SECONDS (the SSE view turns it into a comment),
-   and look at the database then too, in case a live message was lost.
+   HARNESS_STREAM_KEEPALIVE_SECONDS (the SSE view turns it into a comment); with a
+   channel layer, look at the database then too, in case a live message was lost.
+
+Without a channel layer, one `LogFollower` per event loop (the web server's) reads the
+log for every run that has a stream open in this process: one statement per
+HARNESS_STREAM_POLL_SECONDS tick for up to FOLLOW_CHUNK runs, whatever the number of
+streams, and hands each new batch to every stream of its run. The database's load
+grows with the runs being watched, not with the streams watching them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+import weakref
+from collections import deque
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -117,64 +127,215 @@ def stream_token_read(token: str, *, run_id: str) -> tuple[int, str] | None:
 PAGE = 500
 
 
-def _events_after(run_id: str, after: int) -> tuple[list[dict[str, Any]], bool]:
-    """The run's events after `after` (a page) and whether the run is finished, in one
-    statement: its single snapshot holds a finished run's final event, which commits
-    with the final status."""
+def _event_row(seq: int, kind: str, data: Any) -> dict[str, Any]:
+    return {"seq": seq, "type": kind, "data": json.loads(data) if isinstance(data, str | bytes) else data}
+
+
+@dataclass(frozen=True)
+class LogPage:
+    events: list[dict[str, Any]]
+    finished: bool  # the run is finished: its final event is in the log
+    event_seq: int  # the run's last seq handed out, read in the same statement as `events`
+
+
+def _events_after(run_id: str, after: int) -> LogPage:
+    """The run's events after `after` (a page), whether the run is finished and its last
+    seq, in one statement: its single snapshot holds a finished run's final event, which
+    commits with the final status, and every event up to the run's `event_seq`, which is
+    taken in the transaction that writes them (runs.events)."""
     run_table = connection.ops.quote_name(Run._meta.db_table)
     event_table = connection.ops.quote_name(RunEvent._meta.db_table)
     sql = (
-        f"SELECT r.status, e.seq, e.type, e.data FROM {run_table} r "  # noqa: S608 (names are ours)
+        f"SELECT r.status, r.event_seq, e.seq, e.type, e.data FROM {run_table} r "  # noqa: S608 (names are ours)
         f"LEFT JOIN {event_table} e ON e.run_id = r.id AND e.seq > %s "
         "WHERE r.id = %s ORDER BY e.seq LIMIT %s"
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, [after, run_id, PAGE])
         rows = cursor.fetchall()
-    finished = bool(rows) and rows[0][0] in Run.FINISHED_STATUSES
-    events = [
-        {"seq": seq, "type": kind, "data": json.loads(data) if isinstance(data, str | bytes) else data}
-        for _, seq, kind, data in rows
-        if seq is not None
-    ]
-    return events, finished
+    if not rows:
+        return LogPage([], finished=False, event_seq=after)
+    events = [_event_row(seq, kind, data) for _, _, seq, kind, data in rows if seq is not None]
+    return LogPage(events, finished=rows[0][0] in Run.FINISHED_STATUSES, event_seq=int(rows[0][1]))
 
 
-async def events_after(run_id: str, after: int) -> tuple[list[dict[str, Any]], bool]:
+async def events_after(run_id: str, after: int) -> LogPage:
     return await db_call(_events_after, run_id, after)
+
+
+# Runs per statement of the log follower (each brings three parameters).
+FOLLOW_CHUNK = 200
+# Batches a stream may have waiting before it is told to re-read the log instead.
+MAX_PENDING_BATCHES = 256
+OVERFLOW: list[dict[str, Any]] = []  # a sentinel batch: "batches were dropped, read the log"
+
+
+def _events_of_runs(cursors: Sequence[tuple[str, int]]) -> dict[str, list[dict[str, Any]]]:
+    """For each (run, seq), the run's next events after seq (at most PAGE), in one statement."""
+    event_table = connection.ops.quote_name(RunEvent._meta.db_table)
+    where = " OR ".join(["(run_id = %s AND seq > %s AND seq <= %s)"] * len(cursors))
+    params: list[Any] = []
+    for run_id, seq in cursors:
+        params += [run_id, seq, seq + PAGE]
+    sql = f"SELECT run_id, seq, type, data FROM {event_table} WHERE {where}"  # noqa: S608 (names are ours)
+    found: dict[str, list[dict[str, Any]]] = {}
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        for run_id, seq, kind, data in cursor.fetchall():
+            found.setdefault(run_id, []).append(_event_row(seq, kind, data))
+    for events in found.values():
+        events.sort(key=lambda event: event["seq"])
+    return found
+
+
+class Subscription:
+    """One stream's inbox at the log follower: batches of its run's new events, in order."""
+
+    def __init__(self) -> None:
+        self.batches: deque[list[dict[str, Any]]] = deque()
+        self.ready = asyncio.Event()
+
+    def put(self, batch: list[dict[str, Any]]) -> None:
+        if len(self.batches) >= MAX_PENDING_BATCHES:
+            # A stream this far behind re-reads the log: memory per stream stays bounded.
+            self.batches.clear()
+            self.batches.append(OVERFLOW)
+        elif not self.batches or self.batches[-1] is not OVERFLOW:
+            self.batches.append(batch)
+        self.ready.set()
+
+    async def get(self, timeout: float) -> list[dict[str, Any]] | None:
+        """The next batch (OVERFLOW: read the log), or None after `timeout` seconds without one."""
+        if not self.batches:
+            self.ready.clear()
+            try:
+                await asyncio.wait_for(self.ready.wait(), timeout)
+            except TimeoutError:
+                return None
+        return self.batches.popleft()
+
+
+@dataclass
+class _Followed:
+    subscriptions: set[Subscription] = field(default_factory=set)
+    cursor: int | None = None  # the last seq handed out; None until a stream has replayed
+    finished: bool = False  # its final event was handed out: nothing more to read
+
+
+class LogFollower:
+    """Follows the event log of every run with a stream open on one event loop (no channel
+    layer): one statement a tick for all of them, each new batch to every stream of its run."""
+
+    def __init__(self) -> None:
+        self.runs: dict[str, _Followed] = {}
+        self.wake = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+        self.failing = False  # the last read failed (logged once per streak)
+
+    def subscribe(self, run_id: str) -> Subscription:
+        subscription = Subscription()
+        self.runs.setdefault(run_id, _Followed()).subscriptions.add(subscription)
+        if self.task is None or self.task.done():
+            self.task = asyncio.get_running_loop().create_task(self._follow(), name="run-log-follower")
+        return subscription
+
+    def start_at(self, run_id: str, seq: int) -> None:
+        """A stream has replayed the log up to `seq` (at most the run's real last seq): from
+        then on the follower reads what comes after, unless it already follows the run."""
+        followed = self.runs.get(run_id)
+        if followed is not None and followed.cursor is None:
+            followed.cursor = seq
+            self.wake.set()
+
+    def unsubscribe(self, run_id: str, subscription: Subscription) -> None:
+        followed = self.runs.get(run_id)
+        if followed is None:
+            return
+        followed.subscriptions.discard(subscription)
+        if not followed.subscriptions:
+            del self.runs[run_id]
+            self.wake.set()  # with no run left, the follower ends (the next stream starts it)
+
+    async def _follow(self) -> None:
+        while self.runs:
+            cursors = [
+                (run_id, followed.cursor)
+                for run_id, followed in self.runs.items()
+                if followed.cursor is not None and not followed.finished
+            ]
+            if not cursors:
+                self.wake.clear()
+                await self.wake.wait()
+                continue
+            more = False
+            for start in range(0, len(cursors), FOLLOW_CHUNK):
+                try:
+                    found = await db_call(_events_of_runs, cursors[start : start + FOLLOW_CHUNK])
+                    for run_id, events in found.items():
+                        more |= len(events) == PAGE
+                        self._hand_out(run_id, events)
+                except Exception as exc:
+                    # The streams keep waiting (and keepalive); the next tick tries again.
+                    if not self.failing:
+                        logger.warning("stream log follow failed", extra={"error": type(exc).__name__})
+                    self.failing = True
+                else:
+                    if self.failing:
+                        logger.info("stream log follow recovered")
+                    self.failing = False
+            if not more:
+                await asyncio.sleep(settings.HARNESS_STREAM_POLL_SECONDS)
+
+    def _hand_out(self, run_id: str, events: list[dict[str, Any]]) -> None:
+        followed = self.runs.get(run_id)
+        if followed is None or followed.cursor is None:
+            return  # every stream of it left meanwhile
+        events = [event for event in events if event["seq"] > followed.cursor]
+        if not events:
+            return
+        followed.cursor = events[-1]["seq"]
+        followed.finished = events[-1]["type"] in FINAL_EVENT_TYPES
+        for subscription in followed.subscriptions:
+            subscription.put(events)
+
+
+_followers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LogFollower] = weakref.WeakKeyDictionary()
+
+
+def log_follower() -> LogFollower:
+    """This event loop's log follower (the web server has one loop, so one per process)."""
+    loop = asyncio.get_running_loop()
+    follower = _followers.get(loop)
+    if follower is None:
+        follower = _followers[loop] = LogFollower()
+    return follower
 
 
 async def run_event_stream(run_id: str, after: int = 0) -> AsyncIterator[dict[str, Any] | None]:
     layer = get_channel_layer() if settings.CHANNEL_LAYERS else None
-    channel = None
-    if layer is not None:
-        channel = await layer.new_channel()
-        await layer.group_add(group_name(run_id), channel)
+    if layer is None:
+        async with contextlib.aclosing(_follow_log(run_id, after)) as events:
+            async for event in events:
+                yield event
+        return
+    channel = await layer.new_channel()
+    await layer.group_add(group_name(run_id), channel)
     keepalive = settings.HARNESS_STREAM_KEEPALIVE_SECONDS
-    loop = asyncio.get_running_loop()
-    last, read_log, idle_since = after, True, loop.time()
+    last, read_log = after, True
     try:
         while True:
             if read_log:
-                rows, finished = await events_after(run_id, last)
-                for row in rows:
+                page = await events_after(run_id, last)
+                for row in page.events:
                     last = row["seq"]
                     yield row
                     if row["type"] in FINAL_EVENT_TYPES:
                         return
-                if finished and not rows:
+                if page.finished and not page.events:
                     return  # its final event was at or before `after`
-                if rows:
-                    idle_since = loop.time()
-                if len(rows) == PAGE:
+                if len(page.events) == PAGE:
                     continue
-                read_log = layer is None
-            if layer is None:
-                await asyncio.sleep(settings.HARNESS_STREAM_POLL_SECONDS)
-                if loop.time() - idle_since >= keepalive:
-                    idle_since = loop.time()
-                    yield None
-                continue
+                read_log = False
             try:
                 message = await asyncio.wait_for(layer.receive(channel), timeout=keepalive)
             except TimeoutError:
@@ -193,5 +354,50 @@ async def run_event_stream(run_id: str, after: int = 0) -> AsyncIterator[dict[st
                 if row["type"] in FINAL_EVENT_TYPES:
                     return
     finally:
-        if layer is not None and channel is not None:
-            await layer.group_discard(group_name(run_id), channel)
+        await layer.group_discard(group_name(run_id), channel)
+
+
+async def _follow_log(run_id: str, after: int) -> AsyncGenerator[dict[str, Any] | None]:
+    """The stream without a channel layer: its new events come from the process's log follower."""
+    follower = log_follower()
+    subscription = follower.subscribe(run_id)
+    keepalive = settings.HARNESS_STREAM_KEEPALIVE_SECONDS
+    last, read_log = after, True
+    try:
+        while True:
+            if read_log:
+                page = await events_after(run_id, last)
+                for row in page.events:
+                    last = row["seq"]
+                    yield row
+                    if row["type"] in FINAL_EVENT_TYPES:
+                        return
+                if page.finished and not page.events:
+                    return  # its final event was at or before `after`
+                if len(page.events) == PAGE:
+                    continue
+                read_log = False
+                # Everything up to event_seq was committed when this page was read; the
+                # follower hands this stream whatever commits after (if it does not
+                # follow the run already, from an earlier point: duplicates are dropped).
+                follower.start_at(run_id, min(last, page.event_seq))
+            batch = await subscription.get(keepalive)
+            if batch is None:
+                yield None
+                continue
+            if batch is OVERFLOW:
+                read_log = True
+                continue
+            live = [row for row in batch if row["seq"] > last]
+            if live and live[0]["seq"] > last + 1:
+                read_log = True  # a gap: fill it from the log, in order
+                continue
+            for row in live:
+                last = row["seq"]
+                yield row
+                if row["type"] in FINAL_EVENT_TYPES:
+                    return
+            if batch[-1]["type"] in FINAL_EVENT_TYPES:
+                return  # the run ended at or before `after`
+    finally:
+        follower.unsubscribe(run_id, subscription)
