@@ -11,6 +11,7 @@ from django.http.request import validate_host
 
 from accounts.models import ApiKey
 from accounts.services import apikey_authenticate
+from common.text import text_problem
 from runs.models import Run
 from runs.streams import stream_token_read
 
@@ -49,6 +50,8 @@ def stream_principal(
 
 
 def stream_run_for(*, user: User, run_id: str) -> Run | None:
+    if text_problem(run_id):  # an id no run can have (a NUL: Postgres would refuse the query)
+        return None
     runs = Run.objects.all()
     if not (user.is_staff and user.has_perm("runs.view_run")):
         runs = runs.filter(owner=user)

@@ -100,6 +100,12 @@ def test_a_route_that_only_looks_the_run_up_answers_404(api, alice):
     assert response.json()["detail"] == "run 'run_\\x00' not found"
 
 
+def test_the_event_stream_of_a_run_id_with_nul_is_a_404(api, alice):
+    response = api.get("/api/runs/run_%00/events", who=alice)
+    assert response.status_code == 404, response.content
+    assert response.json()["detail"] == "run 'run_\\x00' not found"
+
+
 def test_safe_text_replaces_nul_and_lone_surrogates_only():
     assert safe_text("plain ✓ text") == "plain ✓ text"
     assert safe_text(f"a{NUL}b") == f"a{REPLACEMENT}b"
