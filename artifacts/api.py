@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from ninja import Field, Router, Schema, Status
 from ninja.errors import HttpError
@@ -39,8 +40,14 @@ class ArtifactWithUrlOut(ArtifactOut):
 class UploadIn(Schema):
     name: SafeStr = Field(description="A file name (no path).", max_length=200)
     content_type: SafeStr = Field("application/octet-stream", max_length=150)
-    size: int = Field(description="Exact length in bytes; the PUT URL is bound to it.")
-    sha256: SafeStr = Field(description="Hex SHA-256 of the bytes; checked on confirm.")
+    size: int = Field(
+        description="Exact length in bytes; the PUT URL is bound to it. Over ARTIFACTS_MAX_BYTES: 413.",
+        json_schema_extra={"minimum": 0, "maximum": settings.ARTIFACTS_MAX_BYTES},
+    )
+    sha256: SafeStr = Field(
+        description="Hex SHA-256 of the bytes; checked on confirm.",
+        json_schema_extra={"pattern": "^[0-9a-fA-F]{64}$"},
+    )
 
 
 class UploadOut(Schema):

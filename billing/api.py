@@ -1,13 +1,15 @@
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Literal
+from typing import Annotated, Literal
 
 from django.http import HttpRequest
 from django.utils import timezone
 from ninja import Field, Query, Router, Schema
 from ninja.errors import HttpError
+from pydantic import BeforeValidator
 
 from billing.pricing import USD
 from billing.services import spend_of, usage_report
@@ -18,9 +20,22 @@ router = Router(tags=["usage"])
 MAX_USAGE_DAYS = 366
 
 
+def _iso_only(value: object) -> object:
+    """A date or date-time as ISO 8601 text; pydantic would also take a number as a Unix time."""
+    if isinstance(value, str) and not ISO_DATE.match(value):
+        raise ValueError("expected an ISO 8601 date or date-time, e.g. 2026-11-01 or 2026-11-01T00:00:00Z")
+    return value
+
+
+IsoDateTime = Annotated[datetime, BeforeValidator(_iso_only)]
+ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
 class UsageQuery(Schema):
-    from_: datetime | None = Field(None, alias="from", description="Start (inclusive, ISO 8601); default 30 days ago.")
-    to: datetime | None = Field(None, description="End (exclusive, ISO 8601); default now.")
+    from_: IsoDateTime | None = Field(
+        None, alias="from", description="Start (inclusive, ISO 8601); default 30 days ago."
+    )
+    to: IsoDateTime | None = Field(None, description="End (exclusive, ISO 8601); default now.")
     group_by: Literal["agent", "model", "day", "session"] = "day"
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from pydantic import AfterValidator
+from pydantic import AfterValidator, WithJsonSchema
 
 REPLACEMENT = "\ufffd"
 _UNSAFE = re.compile("[\x00\ud800-\udfff]")
@@ -61,5 +61,9 @@ def _refuse_unsafe(value: str) -> str:
     return value
 
 
+# What SafeStr accepts, as the OpenAPI document says it (the validator gives the clearer message):
+# no NUL. A lone surrogate cannot be written in UTF-8 at all, so JSON Schema has no way to say it.
+SAFE_PATTERN = "^[^\\x00]*$"
+
 # A string field, query or path parameter that refuses NUL and lone surrogates (422 naming it).
-SafeStr = Annotated[str, AfterValidator(_refuse_unsafe)]
+SafeStr = Annotated[str, AfterValidator(_refuse_unsafe), WithJsonSchema({"type": "string", "pattern": SAFE_PATTERN})]

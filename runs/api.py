@@ -5,7 +5,7 @@ from typing import Literal
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
-from ninja import Query, Router, Schema, Status
+from ninja import Field, Query, Router, Schema, Status
 from ninja.errors import HttpError
 
 from accounts.auth import async_api_key_auth
@@ -28,7 +28,7 @@ class RunFilter(Schema):
     status: Literal["queued", "running", "succeeded", "failed", "cancelled"] | None = None
     agent: SafeStr | None = None
     session_id: SafeStr | None = None
-    limit: int = 50
+    limit: int = Field(50, ge=1, le=200)
     cursor: SafeStr | None = None
 
 
@@ -116,8 +116,6 @@ async def create_run(request: HttpRequest, payload: RunIn, response: HttpRespons
 
 @router.get("/runs", response=RunPage, summary="List your runs, newest first")
 def list_runs(request: HttpRequest, filters: Query[RunFilter]) -> dict[str, object]:
-    if not 1 <= filters.limit <= 200:
-        raise HttpError(422, "limit: must be between 1 and 200")
     runs = run_list_for_principal(principal=request.auth).order_by("-id")  # type: ignore[attr-defined]
     if filters.status:
         runs = runs.filter(status=filters.status)

@@ -5,15 +5,25 @@ from decimal import Decimal
 
 from django.conf import settings
 from ninja import Field, Schema
-from pydantic import field_validator
+from pydantic import JsonValue, field_validator
 
 from common.text import SafeStr
 from runs.registry import agent_names
 
+# Some text that is not blank, with no NUL or lone surrogate (common.text.SafeStr).
+INPUT_PATTERN = "^[^\\x00]*[^\\x00\\s][^\\x00]*$"
+
 
 class RunIn(Schema):
-    input: SafeStr = Field(description="The user's message to the agent.")
-    agent: SafeStr = Field("assistant", description="A registry agent name; GET /api/agents lists them.")
+    input: SafeStr = Field(
+        description="The user's message to the agent: some non-blank text, at most HARNESS_MAX_INPUT_CHARS (else 413).",
+        json_schema_extra={"pattern": INPUT_PATTERN, "maxLength": settings.HARNESS_MAX_INPUT_CHARS},
+    )
+    agent: SafeStr = Field(
+        "assistant",
+        description="A registry agent name; GET /api/agents lists them.",
+        json_schema_extra={"enum": list[JsonValue](agent_names())},
+    )
     model: SafeStr | None = Field(None, description="A model name; defaults to HARNESS_MODEL. 'offline' needs no key.")
     session_id: SafeStr | None = Field(None, description="Continue this session's conversation.")
     files: list[SafeStr] = Field(
@@ -171,8 +181,17 @@ class AgentsOut(Schema):
     openai_configured: bool = Field(description="False: OPENAI_API_KEY is not set, so only the offline model runs.")
 
 
+class FieldError(Schema):
+    type: str = Field(description="The kind of problem, e.g. missing, string_type, value_error.")
+    loc: list[str | int] = Field(description='Where: ["body", "payload", "input"], ["query", "cursor"], ...')
+    msg: str
+
+
 class ErrorOut(Schema):
-    detail: str
+    detail: str = Field(description="What went wrong, for people.")
+    errors: list[FieldError] | None = Field(
+        None, description="On a 422 for invalid input: each invalid field, for programs."
+    )
 
 
 class BudgetErrorOut(Schema):

@@ -15,6 +15,7 @@ from django.http import HttpRequest
 from ninja import Router, Schema
 
 from runs.api import get_run_or_404
+from runs.schemas import ErrorOut
 from sandboxes import providers
 from sandboxes.bwrap import bwrap_path, bwrap_self_test, host_uid_for_sandbox
 from sandboxes.cgroups import cgroup_support, process_memory_mb
@@ -126,7 +127,9 @@ def sandbox_status(request: HttpRequest) -> dict[str, Any]:
     }
 
 
-@router.get("/runs/{run_id}/sandboxes", response=list[SandboxOut], summary="The sandboxes a run used")
+@router.get(
+    "/runs/{run_id}/sandboxes", response={200: list[SandboxOut], 404: ErrorOut}, summary="The sandboxes a run used"
+)
 def run_sandboxes(request: HttpRequest, run_id: str) -> Any:
     run = get_run_or_404(request, run_id)
     return Sandbox.objects.filter(run=run).order_by("id")

@@ -105,16 +105,18 @@ def test_a_revoked_key_is_refused(api, alice):
 def test_it_rejects_bad_input_naming_the_field(api, alice, body, field, fragment):
     response = api.post("/api/runs", body, who=alice)
     assert response.status_code == 422, response.content
-    errors = response.json()["detail"]
+    errors = response.json()["errors"]
     assert any(error["loc"][-1] == field and fragment in error["msg"] for error in errors), errors
+    # One shape for every error: `detail` is a sentence naming the field, as for a 404 or a 409.
+    assert f"{field}: " in response.json()["detail"], response.json()
     assert Run.objects.count() == 0
 
 
 def test_malformed_json_is_a_422(api, alice):
     response = api.post("/api/runs", who=alice, raw='{"input": "hi",')
     assert response.status_code == 422
-    assert response.json()["detail"][0]["loc"] == ["body"]
-    assert "malformed JSON" in response.json()["detail"][0]["msg"]
+    assert response.json()["errors"][0]["loc"] == ["body"]
+    assert "malformed JSON" in response.json()["errors"][0]["msg"]
     assert Run.objects.count() == 0
 
 

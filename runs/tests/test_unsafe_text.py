@@ -30,7 +30,7 @@ NUL, LONE = "\x00", "\ud800"
 
 def _named(response: Any, *loc: str) -> None:
     assert response.status_code == 422, response.content
-    errors = response.json()["detail"]
+    errors = response.json()["errors"]
     assert any(list(error["loc"][-len(loc) :]) == list(loc) for error in errors), errors
     assert all("NUL" in error["msg"] or "surrogate" in error["msg"] for error in errors), errors
 
@@ -53,7 +53,7 @@ def test_a_run_body_with_nul_or_a_lone_surrogate_is_a_422_naming_the_field(api, 
     }
     response = api.post("/api/runs", body, who=alice)  # json.dumps writes the surrogate as \ud800
     assert response.status_code == 422, response.content
-    errors = response.json()["detail"]
+    errors = response.json()["errors"]
     assert any(field in error["loc"] for error in errors), errors
     assert Run.objects.count() == 0
 

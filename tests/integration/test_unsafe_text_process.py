@@ -61,15 +61,15 @@ def test_client_input_with_nul_or_a_lone_surrogate_is_a_422_never_a_500(harness)
         for raw in raws:
             response = client.post("/api/runs", content=raw, headers={"Content-Type": "application/json"})
             assert response.status_code == 422, (raw, response.text)
-            assert any(field in error["loc"] for error in response.json()["detail"]), response.text
+            assert any(field in error["loc"] for error in response.json()["errors"]), response.text
     for query, param in (("cursor=%00", "cursor"), ("agent=a%00b", "agent"), ("session_id=%00", "session_id")):
         response = client.get(f"/api/runs?{query}")
         assert response.status_code == 422, (query, response.text)
-        assert response.json()["detail"][0]["loc"] == ["query", param]
+        assert response.json()["errors"][0]["loc"] == ["query", param]
     for path, param in (("/api/runs/run_%00", "run_id"), ("/api/artifacts/art_%00", "artifact_id")):
         response = client.get(path)
         assert response.status_code == 422, (path, response.text)
-        assert response.json()["detail"][0]["loc"] == ["path", param]
+        assert response.json()["errors"][0]["loc"] == ["path", param]
     assert client.get("/api/runs").json()["items"] == []
 
 
