@@ -36,7 +36,9 @@ class HarnessAPI(NinjaAPI):
         retry = {"Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer"}}}
         for operations in schema.get("paths", {}).values():
             for operation in operations.values():
-                responses = operation.setdefault("responses", {})
+                # ninja keys declared statuses by int; JSON keys are strings: one key per status.
+                responses = {str(status): answer for status, answer in operation.get("responses", {}).items()}
+                operation["responses"] = responses
                 wanted = {"503": ("The database is unreachable or busy; nothing was changed.", retry)}
                 if operation.get("security"):
                     wanted["401"] = ("A missing, invalid or revoked API key.", {})
