@@ -77,6 +77,8 @@ INSTALLED_APPS = [
     "sandboxes",
     "evals",
     "billing",
+    "approvals",
+    "feedback",
 ]
 
 MIDDLEWARE = [

@@ -59,6 +59,8 @@ class Run(models.Model):
         SUCCEEDED = "succeeded", "Succeeded"
         FAILED = "failed", "Failed"
         CANCELLED = "cancelled", "Cancelled"
+        # Paused on a tool call a person must approve; holds no worker slot while it waits.
+        AWAITING_APPROVAL = "awaiting_approval", "Awaiting approval"
 
     ACTIVE_STATUSES = (Status.QUEUED, Status.RUNNING)
     FINISHED_STATUSES = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
@@ -71,7 +73,7 @@ class Run(models.Model):
     input = models.TextField()
     # Artifact ids (of the owner's earlier runs) brought into a sandbox agent's workspace.
     input_files = models.JSONField(default=list, blank=True)
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    status = models.CharField(max_length=24, choices=Status.choices, default=Status.QUEUED, db_index=True)
     output = models.TextField(null=True, blank=True)  # noqa: DJ001 (null: no output yet; "" is an empty answer)
     error = models.TextField(blank=True)
     usage = models.JSONField(default=dict, blank=True)
@@ -99,12 +101,15 @@ class Run(models.Model):
     model_calls = models.JSONField(default=list, blank=True)
     # Where the run came from: the API, or the eval runner.
     origin = models.CharField(max_length=16, default="api", db_index=True)
+    # The run this one retries (an operator's "retry": a new run with the same input).
+    retry_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="retries")
 
     objects = RunQuerySet.as_manager()
 
     class Meta:
         ordering = ["-id"]
         indexes = [models.Index(fields=["owner", "-id"], name="run_owner_recent")]
+        permissions = [("retry_run", "Can retry runs")]
 
     def __str__(self) -> str:
         return self.id
