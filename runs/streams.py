@@ -28,7 +28,7 @@ import json
 import logging
 import weakref
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -311,93 +311,103 @@ def log_follower() -> LogFollower:
     return follower
 
 
+Receive = Callable[[float], Awaitable[list[dict[str, Any]] | None]]
+
+
 async def run_event_stream(run_id: str, after: int = 0) -> AsyncIterator[dict[str, Any] | None]:
     layer = get_channel_layer() if settings.CHANNEL_LAYERS else None
+    keepalive = settings.HARNESS_STREAM_KEEPALIVE_SECONDS
     if layer is None:
-        async with contextlib.aclosing(_follow_log(run_id, after)) as events:
-            async for event in events:
-                yield event
+        # Without a channel layer: new events come from the process's log follower.
+        follower = log_follower()
+        subscription = follower.subscribe(run_id)
+        try:
+            async with contextlib.aclosing(
+                _replay_then_follow(
+                    run_id,
+                    after,
+                    subscription.get,
+                    keepalive=keepalive,
+                    replayed=lambda seq: follower.start_at(run_id, seq),
+                    reread_when_idle=False,
+                )
+            ) as events:
+                async for event in events:
+                    yield event
+        finally:
+            follower.unsubscribe(run_id, subscription)
         return
     channel = await layer.new_channel()
     await layer.group_add(group_name(run_id), channel)
-    keepalive = settings.HARNESS_STREAM_KEEPALIVE_SECONDS
-    last, read_log = after, True
+
+    async def receive(timeout: float) -> list[dict[str, Any]] | None:
+        try:
+            message = await asyncio.wait_for(layer.receive(channel), timeout=timeout)
+        except TimeoutError:
+            return None
+        return sorted(message.get("events", []), key=lambda event: event["seq"])
+
     try:
-        while True:
-            if read_log:
-                page = await events_after(run_id, last)
-                for row in page.events:
-                    last = row["seq"]
-                    yield row
-                    if row["type"] in FINAL_EVENT_TYPES:
-                        return
-                if page.finished and not page.events:
-                    return  # its final event was at or before `after`
-                if len(page.events) == PAGE:
-                    continue
-                read_log = False
-            try:
-                message = await asyncio.wait_for(layer.receive(channel), timeout=keepalive)
-            except TimeoutError:
-                yield None
-                read_log = True  # in case a live message was lost
-                continue
-            live = sorted(message.get("events", []), key=lambda event: event["seq"])
-            if live and live[0]["seq"] > last + 1:
-                read_log = True  # a gap: fill it from the log, in order
-                continue
-            for row in live:
-                if row["seq"] <= last:
-                    continue
-                last = row["seq"]
-                yield row
-                if row["type"] in FINAL_EVENT_TYPES:
-                    return
+        # While idle, look at the log too, in case a live message was lost.
+        async with contextlib.aclosing(
+            _replay_then_follow(run_id, after, receive, keepalive=keepalive, reread_when_idle=True)
+        ) as events:
+            async for event in events:
+                yield event
     finally:
         await layer.group_discard(group_name(run_id), channel)
 
 
-async def _follow_log(run_id: str, after: int) -> AsyncGenerator[dict[str, Any] | None]:
-    """The stream without a channel layer: its new events come from the process's log follower."""
-    follower = log_follower()
-    subscription = follower.subscribe(run_id)
-    keepalive = settings.HARNESS_STREAM_KEEPALIVE_SECONDS
+async def _replay_then_follow(
+    run_id: str,
+    after: int,
+    receive: Receive,
+    *,
+    keepalive: float,
+    reread_when_idle: bool,
+    replayed: Callable[[int], None] | None = None,
+) -> AsyncGenerator[dict[str, Any] | None]:
+    """Replay the log after `after`, then yield what `receive` brings, strictly in seq order,
+    until the final event; None on each idle keepalive interval.
+
+    `receive(timeout)` gives the next batch of live events in seq order, None when idle for
+    `timeout` seconds, or OVERFLOW (read the log again). `replayed(seq)` is told how far the
+    replay went: everything up to the run's event_seq was committed when its page was read.
+    """
     last, read_log = after, True
-    try:
-        while True:
-            if read_log:
-                page = await events_after(run_id, last)
-                for row in page.events:
-                    last = row["seq"]
-                    yield row
-                    if row["type"] in FINAL_EVENT_TYPES:
-                        return
-                if page.finished and not page.events:
-                    return  # its final event was at or before `after`
-                if len(page.events) == PAGE:
-                    continue
-                read_log = False
-                # Everything up to event_seq was committed when this page was read; the
-                # follower hands this stream whatever commits after (if it does not
-                # follow the run already, from an earlier point: duplicates are dropped).
-                follower.start_at(run_id, min(last, page.event_seq))
-            batch = await subscription.get(keepalive)
-            if batch is None:
-                yield None
-                continue
-            if batch is OVERFLOW:
-                read_log = True
-                continue
-            live = [row for row in batch if row["seq"] > last]
-            if live and live[0]["seq"] > last + 1:
-                read_log = True  # a gap: fill it from the log, in order
-                continue
-            for row in live:
+    while True:
+        if read_log:
+            page = await events_after(run_id, last)
+            for row in page.events:
                 last = row["seq"]
                 yield row
                 if row["type"] in FINAL_EVENT_TYPES:
                     return
-            if batch[-1]["type"] in FINAL_EVENT_TYPES:
-                return  # the run ended at or before `after`
-    finally:
-        follower.unsubscribe(run_id, subscription)
+            if page.finished and not page.events:
+                return  # its final event was at or before `after`
+            if len(page.events) == PAGE:
+                continue
+            read_log = False
+            if replayed is not None:
+                # The follower hands this stream whatever commits after (if it follows the
+                # run already, from an earlier point: duplicates are dropped below).
+                replayed(min(last, page.event_seq))
+        batch = await receive(keepalive)
+        if batch is None:
+            yield None
+            read_log = reread_when_idle
+            continue
+        if batch is OVERFLOW:
+            read_log = True
+            continue
+        live = [row for row in batch if row["seq"] > last]
+        if live and live[0]["seq"] > last + 1:
+            read_log = True  # a gap: fill it from the log, in order
+            continue
+        for row in live:
+            last = row["seq"]
+            yield row
+            if row["type"] in FINAL_EVENT_TYPES:
+                return
+        if batch and batch[-1]["type"] in FINAL_EVENT_TYPES:
+            return  # the run ended at or before `after`
