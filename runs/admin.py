@@ -4,18 +4,23 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib import admin, messages
-from django.contrib.admin.utils import quote
-from django.db.models import Count, QuerySet
-from django.http import HttpRequest
-from django.urls import reverse
+from django.contrib.admin.utils import quote, unquote
+from django.core.exceptions import PermissionDenied
+from django.db.models import Count, DurationField, ExpressionWrapper, F, OuterRef, QuerySet, Subquery
+from django.db.models.functions import Substr
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect, JsonResponse
+from django.urls import NoReverseMatch, URLPattern, path, reverse
 from django.utils.html import format_html
 
-from artifacts.admin import ArtifactInline
 from audit.services import Actor
 from evals.admin import PROMOTE_PERMISSION, promote_to_golden
-from runs import services
-from runs.models import Run, RunEvent, Session, Span, Trace
-from sandboxes.admin import SandboxInline
+from feedback.admin import FeedbackFilter, FeedbackLabelFilter, feedback_panel
+from runs import console, services
+from runs.models import Run, Session, Span, Trace
+
+CANCEL_PERMISSION = "runs.change_run"
+RETRY_PERMISSION = "runs.retry_run"
+PREVIEW_CHARS = 80
 
 
 class ReadOnlyInline(admin.TabularInline):  # type: ignore[type-arg]
@@ -30,29 +35,11 @@ class ReadOnlyInline(admin.TabularInline):  # type: ignore[type-arg]
         return False
 
 
-class RunEventInline(ReadOnlyInline):
-    model = RunEvent
-    fields = ("seq", "type", "data", "created_at")
-    readonly_fields = fields
-    ordering = ("seq",)
-
-
 class SpanInline(ReadOnlyInline):
     model = Span
     fields = ("kind", "name", "started_at", "duration_ms", "usage", "cost_usd", "error", "parent_id", "id")
     readonly_fields = fields
     ordering = ("started_at",)
-
-
-class RunInline(ReadOnlyInline):
-    model = Run
-    fields = ("run_link", "agent", "model", "status", "created_at")
-    readonly_fields = fields
-    ordering = ("id",)
-
-    @admin.display(description="run")
-    def run_link(self, obj: Run) -> str:
-        return format_html('<a href="{}">{}</a>', reverse("admin:runs_run_change", args=[quote(obj.pk)]), obj.pk)
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
@@ -64,6 +51,16 @@ class ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+def preview(text: str | None, length: int = PREVIEW_CHARS) -> str:
+    """The start of a text on one line, "…" when there is more."""
+    flat = " ".join((text or "").split())
+    return flat if len(flat) <= length else flat[: length - 1] + "…"
+
+
+def run_url(run_id: str) -> str:
+    return reverse("admin:runs_run_change", args=[quote(run_id)])
 
 
 class BudgetFilter(admin.SimpleListFilter):
@@ -79,12 +76,59 @@ class BudgetFilter(admin.SimpleListFilter):
         return queryset
 
 
+class CalledToolFilter(admin.SimpleListFilter):
+    title = "called tool"
+    parameter_name = "tool"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(name, name) for name in console.tool_names_seen()]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Run]) -> QuerySet[Run]:
+        value = self.value()
+        return queryset.filter(console.called_tool_runs(value)) if value else queryset
+
+
+class ToolErrorFilter(admin.SimpleListFilter):
+    title = "tool error"
+    parameter_name = "tool_error"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("yes", "Had a tool error"), ("no", "No tool error")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Run]) -> QuerySet[Run]:
+        if self.value() == "yes":
+            return queryset.filter(console.tool_error_runs())
+        if self.value() == "no":
+            return queryset.exclude(console.tool_error_runs())
+        return queryset
+
+
+# Columns the run list never shows: left out of its query (an input or a model_calls
+# recording can be tens of kilobytes per row).
+LIST_DEFERRED = ("input", "output", "error", "model_calls", "usage", "limits", "trace_context", "input_files")
+
+
 @admin.register(Run)
 class RunAdmin(ReadOnlyAdmin):
-    list_display = ("id", "agent", "model", "status", "owner", "created_at", "duration", "total_tokens", "cost")
+    list_display = (
+        "id",
+        "agent",
+        "model",
+        "status",
+        "owner",
+        "input_preview",
+        "created_at",
+        "duration",
+        "total_tokens",
+        "cost",
+    )
     list_filter = (
         "status",
         BudgetFilter,
+        CalledToolFilter,
+        ToolErrorFilter,
+        FeedbackFilter,
+        FeedbackLabelFilter,
         "agent",
         "model",
         "origin",
@@ -94,38 +138,39 @@ class RunAdmin(ReadOnlyAdmin):
     list_select_related = ("owner",)
     search_fields = ("=id", "=session__id", "input")
     date_hierarchy = "created_at"
-    inlines = [RunEventInline, SpanInline, ArtifactInline, SandboxInline]
     actions = ["cancel_runs", promote_to_golden]
-    fieldsets = (
-        (None, {"fields": ("id", "status", "live", "owner", "session", "agent", "model", "origin")}),
-        ("Conversation", {"fields": ("input", "output", "error")}),
-        (
-            "Execution",
-            {
-                "fields": (
-                    "usage",
-                    "cost_usd",
-                    "unpriced",
-                    "limits",
-                    "created_at",
-                    "started_at",
-                    "finished_at",
-                    "attempts",
-                    "worker_id",
-                    "lease_expires_at",
-                    "trace_id",
-                    "otel_trace",
-                )
-            },
-        ),
-    )
-    readonly_fields = [str(f) for fs in fieldsets for f in fs[1]["fields"]]
+    # The run page (templates/admin/runs/run/change_form.html, runs/console.py) shows the
+    # run; these fields stay read-only so the admin's form can change nothing.
+    fields = ("id", "status", "owner", "session", "agent", "model", "origin", "input", "output", "error")
+    readonly_fields = fields
+
+    class Media:
+        css = {"all": ("runs/console.css",)}
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Run]:
+        queryset = (
+            super()
+            .get_queryset(request)
+            .select_related("owner")
+            .annotate(
+                duration_value=ExpressionWrapper(F("finished_at") - F("started_at"), output_field=DurationField())
+            )
+        )
+        match = request.resolver_match
+        if match is not None and match.url_name == "runs_run_changelist" and request.method == "GET":
+            return queryset.annotate(input_head=Substr("input", 1, PREVIEW_CHARS + 1)).defer(*LIST_DEFERRED)
+        return queryset.select_related("session", "retry_of")
+
+    @admin.display(description="input")
+    def input_preview(self, obj: Run) -> str:
+        head = getattr(obj, "input_head", None)
+        return preview(head if head is not None else obj.input)
 
     @admin.display(description="live stream")
     def live(self, obj: Run) -> str:
         return format_html('<a href="{}">watch this run\'s events live</a>', reverse("run-live", args=[obj.pk]))
 
-    @admin.display(description="duration")
+    @admin.display(description="duration", ordering="duration_value")
     def duration(self, obj: Run) -> str:
         seconds = obj.duration_seconds
         return "" if seconds is None else f"{seconds:.2f} s"
@@ -151,16 +196,123 @@ class RunAdmin(ReadOnlyAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         # Needed for the cancel action; every field stays read-only.
-        return request.user.has_perm("runs.change_run")
+        return request.user.has_perm(CANCEL_PERMISSION)
 
-    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: Any = None) -> Any:
-        extra_context = {**(extra_context or {}), "show_save": False, "show_save_and_continue": False}
-        if self.has_promote_permission(request):
-            extra_context["promote_url"] = reverse("admin:evals_goldencase_promote", args=[object_id])
-        return super().change_view(request, object_id, form_url, extra_context)
+    def has_retry_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(RETRY_PERMISSION)
 
     def has_promote_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm(PROMOTE_PERMISSION)
+
+    def get_urls(self) -> list[URLPattern]:
+        view = self.admin_site.admin_view
+        return [
+            path("<path:object_id>/cancel/", view(self.cancel_view), name="runs_run_cancel"),
+            path("<path:object_id>/retry/", view(self.retry_view), name="runs_run_retry"),
+            path("<path:object_id>/spans/<str:span_id>/", view(self.span_view), name="runs_run_span"),
+            *super().get_urls(),
+        ]
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: Any = None) -> Any:
+        if request.method == "POST":
+            # The page has no form: a run changes through its actions (services), never a save.
+            return HttpResponseNotAllowed(["GET"])
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def render_change_form(
+        self,
+        request: HttpRequest,
+        context: dict[str, Any],
+        add: bool = False,
+        change: bool = False,
+        form_url: str = "",
+        obj: Any = None,
+    ) -> Any:
+        if obj is not None:
+            context.update(self.console_context(request, obj))
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    def console_context(self, request: HttpRequest, run: Run) -> dict[str, Any]:
+        usage = run.usage or {}
+        try:
+            owner_url = reverse("admin:auth_user_change", args=[run.owner_id])
+        except NoReverseMatch:
+            owner_url = ""
+        return {
+            "title": "Run",
+            "console": console.run_page(run),
+            "show_save": False,
+            "show_save_and_continue": False,
+            "duration": self.duration(run),
+            "cost": self.cost(run),
+            "input_tokens": usage.get("input_tokens"),
+            "output_tokens": usage.get("output_tokens"),
+            "otel_trace": self.otel_trace(run),
+            "live_url": reverse("run-live", args=[run.pk]),
+            "session_url": reverse("admin:runs_session_change", args=[quote(run.session_id)]),
+            "owner_url": owner_url,
+            "retry_of_url": run_url(run.retry_of_id) if run.retry_of_id else "",
+            "cancel_url": reverse("admin:runs_run_cancel", args=[quote(run.pk)])
+            if not run.is_finished and self.has_change_permission(request)
+            else "",
+            "retry_url": reverse("admin:runs_run_retry", args=[quote(run.pk)])
+            if run.is_finished and self.has_retry_permission(request)
+            else "",
+            "promote_url": reverse("admin:evals_goldencase_promote", args=[quote(run.pk)])
+            if self.has_promote_permission(request)
+            else "",
+            # A span's JSON is this plus its id and "/".
+            "span_base": reverse("admin:runs_run_span", args=[quote(run.pk), "x"])[: -len("x/")],
+            **feedback_panel(request, run),
+        }
+
+    def _run_for_action(self, request: HttpRequest, object_id: str, permission: str) -> Run:
+        if request.method != "POST":
+            raise PermissionDenied("use the button on the run's page (POST)")
+        if not request.user.has_perm(permission):
+            raise PermissionDenied
+        run = Run.objects.filter(pk=unquote(object_id)).first()
+        if run is None:
+            raise Http404("no such run")
+        return run
+
+    def cancel_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        run = self._run_for_action(request, object_id, CANCEL_PERMISSION)
+        try:
+            services.run_cancel(
+                run=run,
+                actor=Actor.for_user(request.user),
+                reason=f"cancelled by operator {request.user.get_username()}",
+            )
+        except services.RunServiceError as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+        else:
+            self.message_user(request, f"Cancelled run {run.pk}.", messages.SUCCESS)
+        return HttpResponseRedirect(run_url(run.pk))
+
+    def retry_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        from billing.services import BudgetError
+
+        run = self._run_for_action(request, object_id, RETRY_PERMISSION)
+        try:
+            retry = services.run_retry(run=run, actor=Actor.for_user(request.user))
+        except (services.RunServiceError, BudgetError) as exc:
+            self.message_user(request, f"Not retried: {exc}", messages.ERROR)
+            return HttpResponseRedirect(run_url(run.pk))
+        self.message_user(request, f"Retrying run {run.pk} as {retry.pk}.", messages.SUCCESS)
+        return HttpResponseRedirect(run_url(retry.pk))
+
+    def span_view(self, request: HttpRequest, object_id: str, span_id: str) -> HttpResponse:
+        """One span whole, as JSON (the page shows its fields cut at HARNESS_CONSOLE_PREVIEW_CHARS)."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        span = Span.objects.filter(pk=span_id, run_id=unquote(object_id)).first()
+        if span is None:
+            raise Http404("no such span in this run")
+        fields = ("id", "trace_id", "parent_id", "kind", "name", "started_at", "ended_at", "duration_ms", "usage")
+        body = {name: getattr(span, name) for name in fields}
+        body.update(cost_usd=None if span.cost_usd is None else str(span.cost_usd), data=span.data, error=span.error)
+        return JsonResponse(body, json_dumps_params={"indent": 2})
 
     @admin.action(description="Cancel selected runs", permissions=["change"])
     def cancel_runs(self, request: HttpRequest, queryset: QuerySet[Run]) -> None:
@@ -179,18 +331,47 @@ class RunAdmin(ReadOnlyAdmin):
 
 @admin.register(Session)
 class SessionAdmin(ReadOnlyAdmin):
-    list_display = ("id", "owner", "created_at", "run_count")
+    list_display = ("id", "owner", "first_input", "created_at", "run_count")
     list_select_related = ("owner",)
     search_fields = ("=id", "owner__username")
-    readonly_fields = ("id", "owner", "created_at")
-    inlines = [RunInline]
+    fields = ("id", "owner", "created_at")
+    readonly_fields = fields
+
+    class Media:
+        css = {"all": ("runs/console.css",)}
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Session]:
-        return super().get_queryset(request).annotate(run_count=Count("runs"))
+        first = Run.objects.filter(session=OuterRef("pk")).order_by("created_at", "id")
+        return (
+            super()
+            .get_queryset(request)
+            .select_related("owner")
+            .annotate(
+                run_count=Count("runs"),
+                first_input_head=Subquery(first.values(head=Substr("input", 1, PREVIEW_CHARS + 1))[:1]),
+            )
+        )
 
     @admin.display(description="runs", ordering="run_count")
     def run_count(self, obj: Any) -> int:
         return obj.run_count
+
+    @admin.display(description="first input")
+    def first_input(self, obj: Any) -> str:
+        return preview(obj.first_input_head)
+
+    def render_change_form(
+        self,
+        request: HttpRequest,
+        context: dict[str, Any],
+        add: bool = False,
+        change: bool = False,
+        form_url: str = "",
+        obj: Any = None,
+    ) -> Any:
+        if obj is not None:
+            context["conversation"] = console.session_page(obj)
+        return super().render_change_form(request, context, add, change, form_url, obj)
 
 
 @admin.register(Trace)
