@@ -14,6 +14,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
 from audit.services import Actor
+from evals import compare
 from evals.forms import BulkPromoteForm, GoldenCaseForm, PromoteForm
 from evals.models import Dataset, EvalResult, EvalRun, GoldenCase, GoldenCaseVersion
 from evals.services import golden_promote, golden_save, run_facts
@@ -73,6 +74,21 @@ class DatasetAdmin(admin.ModelAdmin[Dataset]):
     def has_run_eval_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm(RUN_EVAL_PERMISSION)
 
+    def render_change_form(
+        self,
+        request: HttpRequest,
+        context: dict[str, Any],
+        add: bool = False,
+        change: bool = False,
+        form_url: str = "",
+        obj: Any = None,
+    ) -> Any:
+        if obj is not None:
+            trend = compare.pass_rate_trend(dataset=obj.name)
+            context["trend"] = trend
+            context["trend_chart"] = compare.trend_chart(trend, title=f"{obj.name}: pass rate per eval run")
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
     @admin.action(description="Run the eval (replay) on selected datasets", permissions=["run_eval"])
     def run_eval(self, request: HttpRequest, queryset: QuerySet[Dataset]) -> None:
         from django_q.tasks import async_task
@@ -127,6 +143,19 @@ class GoldenCaseAdmin(admin.ModelAdmin[GoldenCase]):
 
     def save_model(self, request: HttpRequest, obj: GoldenCase, form: Any, change: bool) -> None:
         golden_save(case=obj, user=request.user, actor=Actor.for_user(request.user))  # type: ignore[arg-type]
+
+    def render_change_form(
+        self,
+        request: HttpRequest,
+        context: dict[str, Any],
+        add: bool = False,
+        change: bool = False,
+        form_url: str = "",
+        obj: Any = None,
+    ) -> Any:
+        if obj is not None:
+            context["version_diffs"], context["older_versions"] = compare.version_diffs(obj)
+        return super().render_change_form(request, context, add, change, form_url, obj)
 
     def get_urls(self) -> list[Any]:
         return [
@@ -211,10 +240,17 @@ promote_to_golden.short_description = "Promote selected runs to golden"  # type:
 promote_to_golden.allowed_permissions = ("promote",)  # type: ignore[attr-defined]
 
 
+# Result rows never show these: a case's cassette and a version's data can be large.
+RESULT_DEFERRED = ("case__cassette", "case__history", "case_version__data")
+
+
 class EvalResultInline(ReadOnlyInline):
     model = EvalResult
     fields = ("case", "version", "attempt", "passed", "why", "produced_run", "duration_ms")
     readonly_fields = fields
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[EvalResult]:
+        return super().get_queryset(request).select_related("case", "case_version").defer(*RESULT_DEFERRED)
 
     @admin.display(description="version")
     def version(self, obj: EvalResult) -> str:
@@ -247,7 +283,30 @@ class EvalRunAdmin(admin.ModelAdmin[EvalRun]):
         "finished_at",
         "skipped_cases",
     )
+    fields = readonly_fields
     inlines = [EvalResultInline]
+
+    def render_change_form(
+        self,
+        request: HttpRequest,
+        context: dict[str, Any],
+        add: bool = False,
+        change: bool = False,
+        form_url: str = "",
+        obj: Any = None,
+    ) -> Any:
+        if obj is not None:
+            context["comparison"] = compare.eval_compare(obj)
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> Any:
+        trend = compare.pass_rate_trend()
+        extra_context = {
+            **(extra_context or {}),
+            "trend": trend,
+            "trend_chart": compare.trend_chart(trend, title="Pass rate per dataset, latest eval runs"),
+        }
+        return super().changelist_view(request, extra_context)
 
     @admin.display(description="skipped (live-only)")
     def skipped_cases(self, obj: EvalRun) -> str:
@@ -286,6 +345,9 @@ class EvalResultAdmin(admin.ModelAdmin[EvalResult]):
         "duration_ms",
     )
     exclude = ("reasons", "run")
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[EvalResult]:
+        return super().get_queryset(request).defer(*RESULT_DEFERRED)
 
     @admin.display(description="version")
     def version(self, obj: EvalResult) -> str:

@@ -18,6 +18,7 @@ from django.utils import timezone
 from audit.services import Actor, audit_record
 from evals import graders
 from evals.models import Dataset, EvalResult, EvalRun, GoldenCase, GoldenCaseVersion
+from feedback.services import feedback_mark_reviewed
 from runs.models import Run, SessionItem
 
 logger = logging.getLogger(__name__)
@@ -123,6 +124,8 @@ def golden_promote(
         run_status=run.status,
         cassette_steps=len(case.cassette),
     )
+    # A promoted run has had its review: it leaves the feedback "needs review" queue.
+    feedback_mark_reviewed(run_ids=[run.pk], user=user, actor=Actor.for_user(user), reason=f"promoted to {case.pk}")
     return case
 
 
