@@ -3,6 +3,13 @@ events, its sandbox, its outcome.
 
 The run engine (execution/engine.py) hosts many of these at once; `run_execute` runs
 one to the end on a loop of its own (tests, the eval runner).
+
+A run may pause on tool calls that need a person (approvals/): its SDK RunState, the
+conversation it added, what it cost so far and its workspace (a snapshot in the artifact
+store) are stored, and the worker lets it go. Once decided it is queued again; the worker
+that claims it restores the state with the same agent, applies the decisions and carries
+on: events continue the same sequence, usage, cost and spans add up, and the conversation
+is written once, with the outcome.
 """
 
 from __future__ import annotations
@@ -10,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from agents import (
@@ -28,6 +36,7 @@ from agents.run_config import SandboxRunConfig
 from agents.tracing import gen_trace_id
 from django.conf import settings
 
+from approvals.services import Pause, PauseRequest, Resume, parse_arguments, paused_state_drop, run_pause
 from audit.services import Actor
 from billing.pricing import TokenUsage
 from billing.services import RunLimits
@@ -44,7 +53,7 @@ from harness_site.telemetry import run_span
 from runs import events, services
 from runs.models import Run
 from runs.registry import AgentSpec, agent_get
-from sandboxes.services import OpenSandbox, SandboxError, sandbox_close, sandbox_open
+from sandboxes.services import OpenSandbox, SandboxError, sandbox_close, sandbox_open, sandbox_suspend
 
 if TYPE_CHECKING:
     from execution.engine import Engine, InFlight
@@ -243,12 +252,16 @@ async def execute_claimed(
         spec = agent_get(run.agent)
         writer = EventWriter(run.id, handle.token, engine)
         memory = RunMemory(run.session_id, history=claim.history)
+        resume: Resume | None = claim.resume
+        if resume is not None:
+            _memory_resumed(memory, resume.memory)
+        pause: Pause | None = None
         if spec is None:
             outcome = services.RunOutcome(
                 status=Run.Status.FAILED, error=f"agent {run.agent!r} is no longer in the registry"
             )
         else:
-            outcome = await _run_agent(engine, handle, run, spec, writer, memory, replay)
+            outcome, pause = await _run_agent(engine, handle, run, spec, writer, memory, replay, resume)
         if outcome.output is not None:
             # A model may answer with NUL or lone surrogates, which no database stores (common.text).
             outcome.output = safe_text(outcome.output)
@@ -258,6 +271,21 @@ async def execute_claimed(
         span.finish(status=outcome.status, error=outcome.error, cost_usd=outcome.cost_usd, usage=outcome.usage)
         pending = await writer.close()
         handle.finishing = True
+        if pause is not None:
+            recorded = await engine.db(
+                run_pause,
+                run_id=run.id,
+                worker_id=handle.token,
+                outcome=outcome,
+                pause=pause,
+                pending=pending,
+                owner_id=run.owner_id,
+            )
+            logger.info(
+                "run paused for approval" if recorded else "run ended while pausing",
+                extra={"calls": [request.call_id for request in pause.requests], "usage": outcome.usage},
+            )
+            return outcome.status if recorded else None
         recorded = await engine.db(
             services.run_finish,
             run_id=run.id,
@@ -277,7 +305,133 @@ async def execute_claimed(
                 "error": outcome.error or None,
             },
         )
+        if resume is not None:
+            await engine.db(paused_state_drop, run_id=run.id, trace_id=outcome.trace.id if outcome.trace else "")
         return outcome.status if recorded else None
+
+
+def _memory_resumed(memory: RunMemory, stash: dict[str, Any]) -> None:
+    """The run's view of its conversation as it was when it paused: what it added then is not
+    yet stored (it is written once, with the outcome), so it is added to the view here."""
+    removed = [int(item_id) for item_id in stash.get("removed_ids") or []]
+    cleared = bool(stash.get("cleared"))
+    added = list(stash.get("added") or [])
+    kept = [] if cleared else [(item_id, item) for item_id, item in memory._items if item_id not in set(removed)]
+    memory._items = [*kept, *((None, item) for item in added)]
+    memory.changes = services.MemoryChanges(added=added, removed_ids=removed, cleared=cleared)
+
+
+class ApprovalMissing(Exception):
+    """A resumed run's state waits on a call nobody decided (never expected: said plainly)."""
+
+
+async def _restored_state(agent: Agent[Any], resume: Resume) -> Any:
+    """The stored RunState (written by a worker, never by a client) with the decisions applied."""
+    from agents.run_state import RunState
+
+    state = await RunState.from_string(agent, resume.state)
+    for item in state.get_interruptions():
+        call_id = _raw_field(item.raw_item, "call_id")
+        decision = resume.decisions.get(call_id)
+        if decision is None:
+            raise ApprovalMissing(f"tool call {call_id} ({item.tool_name}) has no decision; the run cannot resume")
+        if decision[0] == "approved":
+            state.approve(item)
+        else:
+            state.reject(item, rejection_message=resume.rejection_message(call_id))
+    return state
+
+
+def _raw_field(raw: Any, name: str) -> Any:
+    return raw.get(name) if isinstance(raw, dict) else getattr(raw, name, None)
+
+
+def _meter_resumed(meter: RunMeter, carry: dict[str, Any]) -> None:
+    """The run's limits count what it used before it paused."""
+    meter.cost = Decimal(carry.get("cost") or "0")
+    meter.charged = Decimal(carry.get("charged") or "0")
+    meter.tokens = int(carry.get("tokens") or 0)
+    meter.unpriced = bool(carry.get("unpriced"))
+
+
+class _ResumedTrace:
+    """The run's trace as the SDK started it before the pause: a resumed run continues it
+    (the SDK does not start it again), so the harness's processor is told it is open."""
+
+    def __init__(self, trace_id: str, export: dict[str, Any]) -> None:
+        self.trace_id, self._export = trace_id, export
+
+    def export(self) -> dict[str, Any]:
+        return self._export
+
+
+def _interrupted(result: Any) -> tuple[list[PauseRequest], str]:
+    """The calls a paused run waits on, and its RunState as text."""
+    requests = []
+    for item in result.interruptions:
+        raw = item.raw_item
+        arguments = _raw_field(raw, "arguments")
+        requests.append(
+            PauseRequest(
+                call_id=str(_raw_field(raw, "call_id") or _raw_field(raw, "id") or ""),
+                tool=str(item.tool_name or _raw_field(raw, "name") or "tool"),
+                # A custom tool (apply_patch) sends free text as its input.
+                arguments=parse_arguments(arguments if arguments is not None else _raw_field(raw, "input")),
+            )
+        )
+    return requests, result.to_state().to_string()
+
+
+async def _pause(
+    result: Any,
+    *,
+    requests: list[PauseRequest],
+    state: str,
+    run: Run,
+    sandbox: OpenSandbox | None,
+    writer: EventWriter,
+    memory: RunMemory,
+    meter: RunMeter,
+    trace_id: str,
+    resume: Resume | None,
+) -> Pause:
+    """What to store of a run that reached tool calls needing approval; its sandbox's
+    workspace becomes a snapshot and the sandbox is destroyed (SandboxError if it cannot be kept)."""
+    snapshot: dict[str, Any] = {}
+    if sandbox is not None:
+        reason = "run paused for approval"
+        try:
+            snapshot = await sandbox_suspend(sandbox, run=run)
+        except SandboxError as exc:
+            reason = f"{reason}; {exc}"
+            raise
+        finally:
+            kept = {"snapshot_bytes": snapshot["snapshot_bytes"]} if snapshot else {}
+            writer.emit(events.SANDBOX_STOPPED, {"sandbox_id": sandbox.row.pk, "reason": reason, **kept})
+    previous = resume.carry if resume is not None else {}
+    started = previous.get("started_at") or (run.started_at.isoformat() if run.started_at else None)
+    carry: dict[str, Any] = {
+        "trace_id": trace_id,
+        "started_at": started,
+        "cost": str(meter.cost),
+        # run_pause charges the principal what the run cost so far and was not yet charged.
+        "charged": str(meter.charged if meter.run_cost is None else meter.run_cost),
+        "unpriced": meter.unpriced,
+        "tokens": meter.tokens,
+        "sandbox_seconds": meter.sandbox_seconds,
+        "tools": {request.call_id: request.tool for request in requests},
+        "usage": usage_dict(result.context_wrapper.usage),
+        "trace_export": previous.get("trace_export"),
+    }
+    changes = memory.changes
+    return Pause(
+        state=state,
+        requests=requests,
+        memory={"added": changes.added, "removed_ids": changes.removed_ids, "cleared": changes.cleared},
+        carry=carry,
+        snapshot_key=snapshot.get("snapshot_key", ""),
+        snapshot_bytes=snapshot.get("snapshot_bytes", 0),
+    )
 
 
 async def _run_agent(
@@ -288,21 +442,28 @@ async def _run_agent(
     writer: EventWriter,
     memory: RunMemory,
     replay: list[dict[str, Any]] | None,
-) -> services.RunOutcome:
-    trace_id = gen_trace_id()
+    resume: Resume | None = None,
+) -> tuple[services.RunOutcome, Pause | None]:
+    carried = resume.carry if resume is not None else {}
+    trace_id = carried.get("trace_id") or gen_trace_id()
     result: Any = None
     sandbox: OpenSandbox | None = None
     recorder: RecordingModel | None = None
     outcome: services.RunOutcome | None = None
+    pause: Pause | None = None
     limits = RunLimits.from_json(run.limits)
     meter = RunMeter(
         model="replay" if replay is not None else run.model, owner_id=run.owner_id, limits=limits, db=engine.db
     )
+    if resume is not None:
+        _meter_resumed(meter, carried)
     try:
         agent, provider, recorder = agent_for_run(spec, run.model, replay, meter)
         if spec.sandbox:
-            sandbox = await _sandbox_open(run, spec, handle.token, writer)
-            meter.sandbox_started = time.monotonic()
+            snapshot_key = resume.snapshot_key if resume is not None else ""
+            sandbox = await _sandbox_open(run, spec, handle.token, writer, snapshot_key=snapshot_key)
+            # The sandbox seconds a run may use count the time its earlier sandboxes were up.
+            meter.sandbox_started = time.monotonic() - float(carried.get("sandbox_seconds") or 0)
         run_config = RunConfig(
             model_provider=provider,
             workflow_name=f"harness:{spec.name}",
@@ -314,13 +475,17 @@ async def _run_agent(
             model_settings=ModelSettings(include_usage=True),
             sandbox=SandboxRunConfig(session=sandbox.session) if sandbox is not None else None,
         )
-        result = Runner.run_streamed(
-            agent, run.input, session=memory, run_config=run_config, max_turns=limits.max_turns
-        )
+        start: Any = run.input
+        tool_names: dict[str, str] = {}
+        if resume is not None:
+            start = await _restored_state(agent, resume)
+            tool_names.update(carried.get("tools") or {})
+            if carried.get("trace_export"):
+                processor.on_trace_start(_ResumedTrace(trace_id, carried["trace_export"]))
+        result = Runner.run_streamed(agent, start, session=memory, run_config=run_config, max_turns=limits.max_turns)
         handle.result = result
         if handle.stopped:
             result.cancel(mode="immediate")
-        tool_names: dict[str, str] = {}
         async with asyncio.timeout(settings.HARNESS_RUN_TIMEOUT_SECONDS):
             async for sdk_event in result.stream_events():
                 if sdk_event.type == "raw_response_event":
@@ -332,6 +497,22 @@ async def _run_agent(
                     writer.emit(*translated)
         if handle.stopped:
             outcome = services.RunOutcome(status=Run.Status.CANCELLED, error=f"stopped: run is {handle.stopped}")
+        elif result.interruptions:
+            requests, state = _interrupted(result)
+            opened, sandbox = sandbox, None  # suspended (snapshot, then destroyed), not closed
+            pause = await _pause(
+                result,
+                requests=requests,
+                state=state,
+                run=run,
+                sandbox=opened,
+                writer=writer,
+                memory=memory,
+                meter=meter,
+                trace_id=trace_id,
+                resume=resume,
+            )
+            outcome = services.RunOutcome(status=Run.Status.AWAITING_APPROVAL)
         else:
             output = result.final_output
             outcome = services.RunOutcome(
@@ -365,14 +546,20 @@ async def _run_agent(
             outputs = await sandbox_close(sandbox, run=run, reason=reason)
             writer.emit(events.SANDBOX_STOPPED, {"sandbox_id": sandbox.row.pk, "reason": reason, **outputs})
     if result is not None:
-        outcome.usage = usage_dict(result.context_wrapper.usage)
+        outcome.usage = usage_dict(result.context_wrapper.usage)  # a resumed run's counts from its first start
+    elif carried.get("usage"):
+        outcome.usage = dict(carried["usage"])
     outcome.cost_usd, outcome.unpriced, outcome.charged = meter.run_cost, meter.unpriced, meter.charged
     if recorder is not None:
-        outcome.model_calls = clip_data(recorder.calls)
+        outcome.model_calls = clip_data([*(carried.get("model_calls") or []), *recorder.calls])
     buffer = processor.pop(trace_id)
     if buffer is not None:
         outcome.trace, outcome.spans = trace_rows(buffer, run_id=run.id, model=meter.model)
-    return outcome
+    if pause is not None:
+        pause.carry["model_calls"] = outcome.model_calls or []
+        if buffer is not None:
+            pause.carry["trace_export"] = buffer.export
+    return outcome, pause
 
 
 async def _cap_output(engine: Engine, run: Run, outcome: services.RunOutcome, worker_id: str) -> None:
@@ -402,8 +589,10 @@ async def _cap_output(engine: Engine, run: Run, outcome: services.RunOutcome, wo
     outcome.output_truncated = True
 
 
-async def _sandbox_open(run: Run, spec: AgentSpec, worker_id: str, writer: EventWriter) -> OpenSandbox:
-    opened = await sandbox_open(run=run, worker_id=worker_id, tools=spec.tool_names)
+async def _sandbox_open(
+    run: Run, spec: AgentSpec, worker_id: str, writer: EventWriter, *, snapshot_key: str = ""
+) -> OpenSandbox:
+    opened = await sandbox_open(run=run, worker_id=worker_id, tools=spec.tool_names, snapshot_key=snapshot_key)
     writer.emit(
         events.SANDBOX_STARTED,
         {"sandbox_id": opened.row.pk, "provider": opened.row.provider, "manifest": opened.row.manifest},

@@ -151,6 +151,9 @@ def _mount() -> None:
     api.add_router("/", artifacts_router)
     api.add_router("/", sandboxes_router)
     api.add_router("/", billing_router)
+    api.add_router("/", "harness_site.stats_api.router")
+    api.add_router("/", "feedback.api.router")
+    api.add_router("/", "approvals.api.router")
 
 
 _mount()

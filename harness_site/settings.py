@@ -374,6 +374,20 @@ HARNESS_SANDBOX_REAPER_INTERVAL_MINUTES = env_int("HARNESS_SANDBOX_REAPER_INTERV
 # before the reaper steps in.
 HARNESS_SANDBOX_CLOSE_GRACE_SECONDS = env_int("HARNESS_SANDBOX_CLOSE_GRACE_SECONDS", 60, minimum=0)
 
+# --- Human approval of tool calls (approvals/) ---------------------------------
+# A tool call waiting for a person expires after this long: its run fails, saying so.
+HARNESS_APPROVAL_TIMEOUT_SECONDS = env_int("HARNESS_APPROVAL_TIMEOUT_SECONDS", 86_400, minimum=1)
+# The longest message a decision may carry (a rejection's message is what the model reads).
+HARNESS_APPROVAL_MESSAGE_MAX_CHARS = env_int("HARNESS_APPROVAL_MESSAGE_MAX_CHARS", 2000, minimum=1)
+# Whether the sandbox agents' exec_command waits for a person before each command.
+HARNESS_SANDBOX_APPROVAL = env_str("HARNESS_SANDBOX_APPROVAL", "never").lower()
+if HARNESS_SANDBOX_APPROVAL not in {"never", "always"}:
+    raise ImproperlyConfigured(
+        f"HARNESS_SANDBOX_APPROVAL: expected 'never' or 'always', got {HARNESS_SANDBOX_APPROVAL!r}"
+    )
+# The refunds agent's refund tool waits for a person above this amount (USD).
+HARNESS_REFUND_APPROVAL_OVER_USD = env_float("HARNESS_REFUND_APPROVAL_OVER_USD", 100, minimum=0)
+
 # --- Evals ----------------------------------------------------------------------
 # `manage.py eval` (and the nightly eval) fails when fewer than this share of cases pass.
 HARNESS_EVAL_MIN_PASS_RATE = env_float("HARNESS_EVAL_MIN_PASS_RATE", 1.0, minimum=0)
@@ -383,6 +397,24 @@ if HARNESS_EVAL_MIN_PASS_RATE > 1:
 HARNESS_EVAL_NIGHTLY_HOUR = env_int("HARNESS_EVAL_NIGHTLY_HOUR", 3, minimum=0)
 if HARNESS_EVAL_NIGHTLY_HOUR > 23:
     raise ImproperlyConfigured("HARNESS_EVAL_NIGHTLY_HOUR: an hour between 0 and 23")
+# Comparisons in the admin: the characters of each text an output or version diff compares
+# (difflib's time grows with the square of the lines), the eval runs a pass-rate trend
+# shows, and the versions of a golden case whose differences its page shows.
+HARNESS_EVAL_DIFF_MAX_CHARS = env_int("HARNESS_EVAL_DIFF_MAX_CHARS", 20_000, minimum=100)
+HARNESS_EVAL_TREND_RUNS = env_int("HARNESS_EVAL_TREND_RUNS", 30, minimum=2)
+HARNESS_EVAL_VERSION_DIFFS = env_int("HARNESS_EVAL_VERSION_DIFFS", 20, minimum=1)
+
+# --- Feedback ---------------------------------------------------------------------
+# The longest comment a feedback may carry (API and admin); longer is refused (422).
+HARNESS_FEEDBACK_MAX_COMMENT_CHARS = env_int("HARNESS_FEEDBACK_MAX_COMMENT_CHARS", 2000, minimum=1)
+# Runs per page of the admin's "needs review" queue.
+HARNESS_REVIEW_QUEUE_PAGE_SIZE = env_int("HARNESS_REVIEW_QUEUE_PAGE_SIZE", 50, minimum=1)
+
+# --- Fleet dashboard (admin index, GET /api/stats) --------------------------------
+# How many of the latest failures the dashboard and /api/stats list.
+HARNESS_DASHBOARD_FAILURES = env_int("HARNESS_DASHBOARD_FAILURES", 10, minimum=1)
+if HARNESS_DASHBOARD_FAILURES > 100:
+    raise ImproperlyConfigured("HARNESS_DASHBOARD_FAILURES: at most 100")
 
 # --- Live streams ----------------------------------------------------------
 # With Redis, live events travel over a channel layer between the worker and the
@@ -441,6 +473,14 @@ HARNESS_TOOL_OUTPUT_MAX_CHARS = env_int("HARNESS_TOOL_OUTPUT_MAX_CHARS", 16_000,
 # What the worker keeps of one sandbox command's stdout and stderr, in bytes (the rest is
 # read and dropped, so a command that prints gigabytes costs no memory).
 HARNESS_SANDBOX_OUTPUT_MAX_BYTES = env_int("HARNESS_SANDBOX_OUTPUT_MAX_BYTES", 1_048_576, minimum=4096)
+
+# --- The operator console (the admin's run and session pages) -----------------
+# Rows of each kind (events, spans, audit entries, a session's runs) one page shows: a run
+# with more says how many were left out, so a page costs the same queries and stays bounded.
+HARNESS_CONSOLE_MAX_ROWS = env_int("HARNESS_CONSOLE_MAX_ROWS", 1000, minimum=10)
+# Characters of one span input/output, tool result or message shown inline; the whole
+# span is a link away (its JSON).
+HARNESS_CONSOLE_PREVIEW_CHARS = env_int("HARNESS_CONSOLE_PREVIEW_CHARS", 4000, minimum=200)
 Q_CLUSTER = {
     "name": "harness",
     "workers": HARNESS_JOB_WORKERS,

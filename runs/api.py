@@ -10,6 +10,7 @@ from ninja.errors import HttpError
 
 from accounts.auth import async_api_key_auth
 from accounts.idempotency import idempotency_key_of, idempotent_create, request_hash
+from approvals.selectors import attach_pending, with_pending
 from audit.services import Actor
 from common.db import db_call
 from common.text import SafeStr, text_problem
@@ -25,7 +26,7 @@ router = Router(tags=["runs"])
 
 
 class RunFilter(Schema):
-    status: Literal["queued", "running", "succeeded", "failed", "cancelled"] | None = None
+    status: Literal["queued", "running", "awaiting_approval", "succeeded", "failed", "cancelled"] | None = None
     agent: SafeStr | None = None
     session_id: SafeStr | None = None
     limit: int = Field(50, ge=1, le=200)
@@ -95,7 +96,7 @@ async def create_run(request: HttpRequest, payload: RunIn, response: HttpRespons
             resource_type="run",
             create=create,
             resource_id=lambda run: run.pk,
-            load=lambda run_id: Run.objects.get(pk=run_id),
+            load=lambda run_id: with_pending(Run.objects.get(pk=run_id)),
         )
     except services.RunServiceError as exc:
         raise HttpError(exc.status_code, str(exc)) from None
@@ -128,12 +129,14 @@ def list_runs(request: HttpRequest, filters: Query[RunFilter]) -> dict[str, obje
     page = list(runs[: filters.limit + 1])
     more = len(page) > filters.limit
     page = page[: filters.limit]
+    attach_pending(page)  # a query only when a run of the page waits for approval
     return {"items": page, "next_cursor": page[-1].id if more else None}
 
 
 @router.get("/runs/{run_id}", response={200: RunOut, 404: ErrorOut}, auth=async_api_key_auth, summary="Get a run")
 async def get_run(request: HttpRequest, run_id: SafeStr) -> Run:
-    run = await db_call(run_get_for_principal, principal=request.auth, run_id=run_id)  # type: ignore[attr-defined]
+    principal = request.auth  # type: ignore[attr-defined]
+    run = await db_call(lambda: with_pending(run_get_for_principal(principal=principal, run_id=run_id)))
     if run is None:
         raise HttpError(404, f"run {run_id!r} not found")
     return run

@@ -36,6 +36,11 @@ HANDOFF = "handoff"
 SANDBOX_STARTED = "sandbox.started"
 SANDBOX_STOPPED = "sandbox.stopped"
 BUDGET_EXCEEDED = "run.budget_exceeded"
+# Human approval of tool calls (approvals/): a call waits for a person, a person (or the
+# expiry, or a cancel) decides it, and a worker takes the run up again.
+APPROVAL_REQUESTED = "approval.requested"
+APPROVAL_DECIDED = "approval.decided"
+RESUMED = "run.resumed"
 
 FINAL_TYPES = {Run.Status.SUCCEEDED: SUCCEEDED, Run.Status.FAILED: FAILED, Run.Status.CANCELLED: CANCELLED}
 

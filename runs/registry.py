@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import functools
+import hashlib
 import inspect
 import json
 import operator
@@ -41,6 +42,10 @@ class OfflineToolCall:
 
 OfflinePlan = OfflineToolCall | list[OfflineToolCall] | None
 
+# Whether a tool call must wait for a person (approvals/): always (True), never (False), or
+# when a predicate on the call's arguments says so. A predicate that fails asks a person.
+ApprovalRule = bool | Callable[[dict[str, Any]], bool]
+
 
 @dataclass(frozen=True)
 class AgentSpec:
@@ -58,6 +63,8 @@ class AgentSpec:
     # The most one run of this agent may use (max_cost_usd, max_tokens, max_turns,
     # max_sandbox_seconds): requests and the server maxima are clamped to these.
     maxima: dict[str, Any] = field(default_factory=dict)
+    # Tools (by name) whose calls wait for a person's approval: the run pauses (awaiting_approval).
+    approvals: dict[str, ApprovalRule] = field(default_factory=dict)
 
     @property
     def tool_names(self) -> list[str]:
@@ -73,20 +80,28 @@ class AgentSpec:
     def build(self, model: str | Model) -> Agent[Any]:
         from agents import Agent
 
-        tools: list[Tool] = [sdk_tool(tool) for tool in self.tools]
+        tools: list[Tool] = [sdk_tool(tool, self.approvals.get(tool.__name__, False)) for tool in self.tools]
         if not self.sandbox:
             return Agent(name=self.name, instructions=self.instructions, tools=tools, model=model)
         from agents.sandbox import SandboxAgent
         from agents.sandbox.capabilities import Filesystem, Shell
+        from agents.sandbox.capabilities.shell import ShellToolSet
 
         from sandboxes.shell import bound_shell_tools
+
+        gated = settings.HARNESS_SANDBOX_APPROVAL == "always"
+
+        def shell_tools(toolset: ShellToolSet) -> None:
+            bound_shell_tools(toolset)
+            if gated:  # HARNESS_SANDBOX_APPROVAL=always: every command waits for a person
+                toolset.exec_command.needs_approval = True
 
         return SandboxAgent(
             name=self.name,
             instructions=self.instructions,
             tools=tools,
             model=model,
-            capabilities=[Shell(configure_tools=bound_shell_tools), Filesystem()],
+            capabilities=[Shell(configure_tools=shell_tools), Filesystem()],
         )
 
 
@@ -95,26 +110,47 @@ SANDBOX_TOOL_NAMES = ("exec_command", "write_stdin", "view_image", "apply_patch"
 
 
 @cache
-def sdk_tool(function: Callable[..., Any]) -> FunctionTool:
-    """The SDK function tool for `function`, its result cut to HARNESS_TOOL_OUTPUT_MAX_CHARS."""
+def sdk_tool(function: Callable[..., Any], needs_approval: ApprovalRule = False) -> FunctionTool:
+    """The SDK function tool for `function`, its result cut to HARNESS_TOOL_OUTPUT_MAX_CHARS;
+    with `needs_approval`, a call the rule picks pauses the run for a person."""
     from agents import function_tool
 
     def bound(result: Any) -> Any:
         return clip(result, settings.HARNESS_TOOL_OUTPUT_MAX_CHARS) if isinstance(result, str) else result
 
+    approval = sdk_approval_check(needs_approval)
     if inspect.iscoroutinefunction(function):
 
         @functools.wraps(function)
         async def bounded_async(*args: Any, **kwargs: Any) -> Any:
             return bound(await function(*args, **kwargs))
 
-        return function_tool(bounded_async)
+        return function_tool(bounded_async, needs_approval=approval)
 
     @functools.wraps(function)
     def bounded(*args: Any, **kwargs: Any) -> Any:
         return bound(function(*args, **kwargs))
 
-    return function_tool(bounded)
+    return function_tool(bounded, needs_approval=approval)
+
+
+def sdk_approval_check(rule: ApprovalRule) -> Any:
+    """An ApprovalRule as the SDK's `needs_approval`: a bool, or `(ctx, arguments, call_id) -> bool`.
+
+    The SDK calls a predicate only with arguments it could check unchanged (a value its schema
+    would convert, a missing default, asks a person without calling it), so a predicate sees
+    what the tool would get. A predicate that raises asks a person too: it never lets a call through.
+    """
+    if isinstance(rule, bool):
+        return rule
+
+    async def needs_approval(context: Any, arguments: dict[str, Any], call_id: str) -> bool:
+        try:
+            return bool(rule(arguments))
+        except Exception:
+            return True
+
+    return needs_approval
 
 
 # --- assistant --------------------------------------------------------------
@@ -281,6 +317,56 @@ def _coder_reply(text: str, tool_output: str | None, turn: int) -> str:
     return f"Ran it in the sandbox. Last output:\n{tool_output}"
 
 
+# --- refunds (a tool that needs approval) ----------------------------------------------
+
+_REFUND = re.compile(
+    r"refund\s+\$?\s*(?P<amount>\d+(?:\.\d+)?)\s*(?:usd|dollars?)?\s+(?:on|for|to)\s+(?:order\s+)?(?P<order>[A-Za-z0-9][A-Za-z0-9_-]{0,39})",
+    re.IGNORECASE,
+)
+
+
+def refund(order_id: str, amount: int | float, reason: str) -> str:
+    """Refund an amount of money on a customer's order.
+
+    Args:
+        order_id: The order's id, for example "A-1001".
+        amount: How much to refund, in USD.
+        reason: Why, in a few words.
+    """
+    if amount <= 0:
+        return "error: the amount must be positive"
+    digest = hashlib.sha256(f"{order_id}:{amount}".encode()).hexdigest()[:10]
+    return json.dumps(
+        {"refund_id": f"rf_{digest}", "order_id": order_id, "amount": round(float(amount), 2), "status": "refunded"}
+    )
+
+
+def refund_needs_approval(arguments: dict[str, Any]) -> bool:
+    """A refund over HARNESS_REFUND_APPROVAL_OVER_USD waits for a person."""
+    return float(arguments["amount"]) > settings.HARNESS_REFUND_APPROVAL_OVER_USD
+
+
+def _refunds_plan(text: str) -> OfflineToolCall | None:
+    match = _REFUND.search(text)
+    if match is None:
+        return None
+    value = float(match.group("amount"))
+    amount: int | float = int(value) if value.is_integer() else value
+    reason = " ".join(text.split())[:200]
+    return OfflineToolCall("refund", {"order_id": match.group("order"), "amount": amount, "reason": reason})
+
+
+def _refunds_reply(text: str, tool_output: str | None, turn: int) -> str:
+    if tool_output is None:
+        return 'Tell me what to refund, for example: "refund $40 on order A-1001".'
+    try:
+        done = json.loads(tool_output)
+        return f"Refunded ${done['amount']:.2f} on order {done['order_id']} (refund {done['refund_id']})."
+    except (ValueError, TypeError, KeyError):
+        # A rejected call's output is the person's message: the model reads it and says so.
+        return f"The refund was not made: {tool_output}"
+
+
 AGENTS: dict[str, AgentSpec] = {
     spec.name: spec
     for spec in (
@@ -333,6 +419,22 @@ AGENTS: dict[str, AgentSpec] = {
             offline_plan=_coder_plan,
             offline_reply=_coder_reply,
             sandbox=True,
+        ),
+        AgentSpec(
+            name="refunds",
+            description=(
+                "Issues refunds on orders with the refund tool; a refund over HARNESS_REFUND_APPROVAL_OVER_USD "
+                "(default $100) waits for a person to approve it."
+            ),
+            instructions=(
+                "You handle refund requests. Call the refund tool with the order id, the amount in USD and a short "
+                "reason, then tell the user what happened. If a refund is not made, say why, in the words you were "
+                "given."
+            ),
+            tools=(refund,),
+            offline_plan=_refunds_plan,
+            offline_reply=_refunds_reply,
+            approvals={"refund": refund_needs_approval},
         ),
     )
 }

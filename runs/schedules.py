@@ -14,6 +14,7 @@ def ensure_schedules(sender: Any = None, using: str = "default", **kwargs: Any) 
 
     jobs = {
         "runs.reap": ("runs.tasks.reap_runs", settings.HARNESS_REAPER_INTERVAL_MINUTES),
+        "approvals.expire": ("approvals.tasks.expire_approvals", settings.HARNESS_REAPER_INTERVAL_MINUTES),
         "artifacts.expire": ("artifacts.tasks.expire_artifacts", settings.ARTIFACTS_RETENTION_INTERVAL_MINUTES),
         "sandboxes.reap": ("sandboxes.tasks.reap_sandboxes", settings.HARNESS_SANDBOX_REAPER_INTERVAL_MINUTES),
         "accounts.idempotency": ("accounts.tasks.purge_idempotency_keys", 60),

@@ -7,6 +7,7 @@ from django.conf import settings
 from ninja import Field, Schema
 from pydantic import JsonValue, field_validator
 
+from approvals.schemas import ApprovalOut
 from common.text import SafeStr
 from runs.registry import agent_names
 
@@ -116,7 +117,10 @@ class LimitsOut(Schema):
 
 class RunOut(Schema):
     id: str
-    status: str
+    status: str = Field(
+        description="queued, running, awaiting_approval (a tool call waits for a person: see pending_approvals), "
+        "succeeded, failed or cancelled."
+    )
     session_id: str
     agent: str
     model: str
@@ -135,6 +139,21 @@ class RunOut(Schema):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    pending_approvals: list[ApprovalOut] = Field(
+        description="While awaiting_approval: the tool calls waiting for a decision "
+        "(POST /api/runs/{id}/approvals with one's call_id); empty otherwise."
+    )
+
+    @staticmethod
+    def resolve_pending_approvals(obj: object) -> list[object]:
+        if getattr(obj, "status", "") != "awaiting_approval":
+            return []
+        attached = getattr(obj, "pending_approvals_attached", None)
+        if attached is not None:  # approvals.selectors.attach_pending (one query per page)
+            return list(attached)
+        from approvals.selectors import pending_for_run
+
+        return list(pending_for_run(str(getattr(obj, "pk", ""))))
 
     @staticmethod
     def resolve_files(obj: object) -> list[str]:

@@ -147,7 +147,9 @@ def run_create(
         session = Session.objects.select_for_update().filter(pk=session_id, owner=owner).first()
         if session is None:
             raise SessionNotFound(f"session {session_id!r} not found")
-        busy = Run.objects.active().filter(session=session).values_list("id", flat=True).first()
+        # A run waiting for approval holds its session too: its conversation is not yet written.
+        waiting = [*Run.ACTIVE_STATUSES, Run.Status.AWAITING_APPROVAL]
+        busy = Run.objects.filter(session=session, status__in=waiting).values_list("id", flat=True).first()
         if busy:
             raise SessionBusy(f"session {session_id} already has a run in progress ({busy}); wait for it or cancel it")
     else:
@@ -188,10 +190,13 @@ def run_create(
 
 @transaction.atomic
 def run_cancel(*, run: Run, actor: Actor, reason: str = "cancelled by request") -> Run:
-    """Cancel a queued or running run. A running one is stopped by its worker, which
-    sees the status change within HARNESS_CANCEL_CHECK_SECONDS."""
+    """Cancel a queued, running or waiting (awaiting_approval) run. A running one is stopped
+    by its worker, which sees the status change within HARNESS_CANCEL_CHECK_SECONDS; a
+    waiting one's approvals are cancelled and its paused state dropped."""
+    from approvals.services import approvals_close
+
     now = timezone.now()
-    for previous in (Run.Status.QUEUED, Run.Status.RUNNING):
+    for previous in (Run.Status.QUEUED, Run.Status.RUNNING, Run.Status.AWAITING_APPROVAL):
         updated = Run.objects.filter(pk=run.pk, status=previous).update(
             status=Run.Status.CANCELLED, finished_at=now, error=reason, lease_expires_at=None
         )
@@ -199,7 +204,10 @@ def run_cancel(*, run: Run, actor: Actor, reason: str = "cancelled by request") 
             break
     else:
         run.refresh_from_db()
-        raise RunNotCancellable(f"run {run.id} is already {run.status}; only queued or running runs can be cancelled")
+        raise RunNotCancellable(
+            f"run {run.id} is already {run.status}; only queued, running or awaiting_approval runs can be cancelled"
+        )
+    approvals_close(run_id=run.pk, reason=reason, actor=actor)
     _record(
         run_id=run.pk,
         event=(events.CANCELLED, {"status": Run.Status.CANCELLED, "error": reason}),
@@ -227,6 +235,8 @@ class Claim:
 
     run: Run
     history: list[tuple[int, Any]]  # (SessionItem id, item), oldest first
+    # A run that paused for approval and was decided: its stored state (approvals.services.Resume).
+    resume: Any = None
 
 
 @transaction.atomic
@@ -270,21 +280,32 @@ def run_claim(*, run_id: str, worker_id: str, principal_cap: int | None = None) 
     if run.attempts > 1:
         # What an earlier, lost attempt wrote to the conversation would be repeated.
         SessionItem.objects.filter(run=run).delete()
+    from approvals.services import resume_for_claim
+
+    # A run decided after a pause carries on from its stored state (not a new attempt).
+    resume = resume_for_claim(run_id=run_id)
+    started: dict[str, Any] = {"attempt": run.attempts}
+    if resume is not None:
+        started["decisions"] = resume.summary()
+        first_start = resume.started_at()
+        if first_start is not None:  # its duration counts from its first start, the wait included
+            Run.objects.filter(pk=run_id).update(started_at=first_start)
+            run.started_at = first_start
     events.events_insert(
         run_id=run_id,
-        events=[(events.STARTED, {"status": Run.Status.RUNNING, "attempt": run.attempts})],
+        events=[(events.RESUMED if resume else events.STARTED, {"status": Run.Status.RUNNING, **started})],
         last_seq=run.event_seq,
     )
     audit_record(
-        action="run.started",
+        action="run.resumed" if resume else "run.started",
         actor=Actor.worker(worker_id),
         target_type="run",
         target_id=run_id,
         run_id=run_id,
-        data={"attempt": run.attempts},
+        data=started,
     )
     history = list(SessionItem.objects.filter(session_id=run.session_id).order_by("id").values_list("id", "data"))
-    return Claim(run=run, history=history)
+    return Claim(run=run, history=history, resume=resume)
 
 
 # What a claim reads back from its UPDATE: all the worker needs of the run, as
@@ -590,3 +611,54 @@ def _reenqueue_lost(now: datetime) -> list[str]:
             break
         enqueued.append(run_id)
     return enqueued
+
+
+class RunNotRetryable(RunServiceError):
+    status_code = 409
+
+
+@transaction.atomic
+def run_retry(*, run: Run, actor: Actor) -> Run:
+    """Run a finished run again: a new queued run with the same owner, agent, model, input,
+    input files and limits (clamped again by today's maxima and the owner's budget), whose
+    `retry_of` is the original; audited as `run.retried` (on both runs' trails) and enqueued.
+
+    The retry continues the original's session, so it sees the conversation as it is now
+    (with what the original added). While that session has a run in progress the retry is
+    refused (SessionBusy, nothing written) rather than moved to a new session, which would
+    silently drop the conversation; retry once that run is done or cancelled. A run that
+    has not finished cannot be retried (RunNotRetryable); attached files that expired since
+    refuse it too (InvalidFiles), and so does a budget (billing.services.BudgetError).
+    """
+    original = Run.objects.select_related("owner").get(pk=run.pk)
+    if not original.is_finished:
+        raise RunNotRetryable(f"run {original.pk} is {original.status}; only a finished run can be retried")
+    asked: dict[str, Any] = {
+        name: original.limits.get(name)
+        for name in ("max_cost_usd", "max_tokens", "max_turns", "max_sandbox_seconds")
+        if (original.limits or {}).get(name) is not None
+    }
+    if "max_cost_usd" in asked:
+        asked["max_cost_usd"] = Decimal(str(asked["max_cost_usd"]))
+    retry = run_create(
+        owner=original.owner,
+        actor=actor,
+        input=original.input,
+        agent=original.agent,
+        model=original.model,
+        session_id=original.session_id,
+        files=list(original.input_files or []),
+        origin="retry",
+        limits=asked,
+    )
+    Run.objects.filter(pk=retry.pk).update(retry_of=original)
+    retry.retry_of = original
+    audit_record(
+        action="run.retried",
+        actor=actor,
+        target_type="run",
+        target_id=original.pk,
+        run_id=retry.pk,
+        data={"retry_of": original.pk, "retry_id": retry.pk, "original_status": original.status},
+    )
+    return retry

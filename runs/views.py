@@ -97,8 +97,15 @@ def run_live_page(request: HttpRequest, run_id: str) -> HttpResponse:
     run = Run.objects.filter(pk=run_id).select_related("owner").first()
     if run is None:
         raise Http404
+    # Approve/reject buttons (for approval.requested events) post to the approvals admin's decide view.
+    can_decide = request.user.has_perm("approvals.decide_approval")
+    decide_url = reverse("admin:approvals_approval_decide", args=["APPROVAL_ID"]) if can_decide else ""
     return render(
         request,
         "runs/live.html",
-        {"run": run, "admin_url": reverse("admin:runs_run_change", args=[quote(run.pk)])},
+        {
+            "run": run,
+            "admin_url": reverse("admin:runs_run_change", args=[quote(run.pk)]),
+            "approvals": {"can_decide": can_decide, "decide_url": decide_url},
+        },
     )

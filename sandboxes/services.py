@@ -10,6 +10,7 @@ row accounts for. Every cleanup writes an audit row.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -135,8 +136,11 @@ class OpenSandbox:
     notes: dict[str, Any] = field(default_factory=dict)
 
 
-async def sandbox_open(*, run: Run, worker_id: str, tools: list[str]) -> OpenSandbox:
-    """Create the run's sandbox with its manifest and start it. Raises SandboxError with a clear message."""
+async def sandbox_open(*, run: Run, worker_id: str, tools: list[str], snapshot_key: str = "") -> OpenSandbox:
+    """Create the run's sandbox with its manifest and start it. Raises SandboxError with a clear message.
+
+    With `snapshot_key` (a run resumed after an approval) the workspace is restored from the
+    snapshot `sandbox_suspend` kept, input files included, instead of fetching the inputs again."""
     from agents.sandbox import Manifest
     from agents.sandbox.entries import Dir, File
     from agents.sandbox.manifest import Environment
@@ -151,9 +155,11 @@ async def sandbox_open(*, run: Run, worker_id: str, tools: list[str]) -> OpenSan
             "HARNESS_SANDBOX_NETWORK=allow is not available with the local provider, whose sandboxes "
             "have no network; use E2B or HARNESS_SANDBOX_NETWORK=deny."
         )
-    inputs = await sync_to_async(_input_artifacts)(run)
+    inputs = [] if snapshot_key else await sync_to_async(_input_artifacts)(run)
     environment = {k: v for k, v in sandbox_environment(policy).items() if k in policy.environment_names}
     record = manifest_record(provider=provider, policy=policy, inputs=inputs, environment=environment, tools=tools)
+    if snapshot_key:
+        record["restored_from"] = snapshot_key
     row = await sync_to_async(sandbox_row_create)(
         run=run, provider=provider, worker_id=worker_id, manifest=record, policy=policy
     )
@@ -187,6 +193,8 @@ async def sandbox_open(*, run: Run, worker_id: str, tools: list[str]) -> OpenSan
         await sync_to_async(sandbox_row_update)(row.pk, provider_session_id=handle)
         row.provider_session_id = handle
         await session.start()
+        if snapshot_key:
+            await _restore_workspace(session, snapshot_key, host=provider in providers.HOST_PROVIDERS)
         if provider in providers.HOST_PROVIDERS:
             # What the kernel really enforces here (disk quota, cgroup or per-process memory, seccomp).
             record = {**record, "enforced": session._inner.limits_info()}
@@ -201,6 +209,124 @@ async def sandbox_open(*, run: Run, worker_id: str, tools: list[str]) -> OpenSan
     await sync_to_async(sandbox_row_update)(row.pk, status=Sandbox.Status.LIVE)
     row.status = Sandbox.Status.LIVE
     return OpenSandbox(row=row, session=session, client=client, worker_id=worker_id)
+
+
+# --- waiting for approval: the workspace kept as a snapshot ---------------------------
+# A run that waits for a person holds no sandbox: its workspace is archived (tar.gz) to the
+# artifact store, the sandbox destroyed, and the run's next sandbox, on whichever worker or
+# replica resumes it, starts from that archive. Running processes do not survive the wait.
+
+SNAPSHOT_PREFIX = "snapshots"
+
+
+def snapshot_save(key: str, data: bytes) -> None:
+    from django.core.files.base import ContentFile
+
+    from artifacts.storage import artifact_storage
+
+    storage = artifact_storage()
+    if storage.exists(key):
+        storage.delete(key)
+    stored = storage.save(key, ContentFile(data))
+    if stored != key:  # the storage renamed it: the run could not find it again
+        storage.delete(stored)
+        raise SandboxError(f"the workspace snapshot could not be stored under {key}")
+
+
+def snapshot_read(key: str) -> bytes:
+    from artifacts.storage import artifact_storage
+
+    with artifact_storage().open(key, "rb") as handle:
+        data: bytes = handle.read()
+    return data
+
+
+def snapshot_delete(key: str) -> None:
+    """Drop a snapshot (on commit of the change that made it useless); a failure is logged only."""
+    from artifacts.storage import artifact_storage
+
+    try:
+        artifact_storage().delete(key)
+    except Exception:
+        logger.warning("a workspace snapshot could not be deleted", extra={"key": key}, exc_info=True)
+
+
+def _gzip(archive: Any) -> bytes:
+    import gzip
+
+    return gzip.compress(archive.read(), compresslevel=6)
+
+
+async def sandbox_suspend(opened: OpenSandbox, *, run: Run) -> dict[str, Any]:
+    """Keep the workspace of a run that waits for approval, then destroy its sandbox.
+
+    The workspace becomes a tar.gz in the artifact store (`snapshots/<run>/<sandbox>.tar.gz`,
+    at most ARTIFACTS_MAX_BYTES); returns {"snapshot_key", "snapshot_bytes"}. However that
+    goes, the sandbox is destroyed; a workspace that cannot be kept raises SandboxError.
+    """
+    from django.conf import settings
+
+    try:
+        await opened.session.pty_terminate_all()
+    except Exception:
+        logger.warning("sandbox processes could not be stopped before the snapshot", exc_info=True)
+    key = f"{SNAPSHOT_PREFIX}/{run.pk}/{opened.row.pk}.tar.gz"
+    problem = ""
+    size = 0
+    try:
+        archive = await opened.session.persist_workspace()
+        data = await asyncio.to_thread(_gzip, archive)
+        size = len(data)
+        if size > settings.ARTIFACTS_MAX_BYTES:
+            problem = (
+                f"the workspace ({size} bytes compressed) is larger than ARTIFACTS_MAX_BYTES "
+                f"({settings.ARTIFACTS_MAX_BYTES}) and cannot be kept while the run waits for approval"
+            )
+        else:
+            await sync_to_async(snapshot_save)(key, data)
+    except Exception as exc:
+        logger.exception("sandbox workspace could not be kept", extra={"sandbox_id": opened.row.pk})
+        problem = redact(
+            f"the workspace could not be kept while the run waits for approval: {type(exc).__name__}: {exc}"
+        )
+    snapshot: dict[str, Any] = {} if problem else {"snapshot_key": key, "snapshot_bytes": size}
+    try:
+        await _destroy_opened(
+            opened,
+            reason="run paused for approval" + ("" if problem else ": workspace kept as a snapshot"),
+            status=Sandbox.Status.STOPPED,
+            **snapshot,
+        )
+    except Exception:
+        logger.exception("sandbox could not be destroyed; the reaper will retry", extra={"sandbox_id": opened.row.pk})
+    if problem:
+        raise SandboxError(problem)
+    return snapshot
+
+
+async def _restore_workspace(session: Any, key: str, *, host: bool) -> None:
+    """Unpack a snapshot into a started sandbox (the SDK refuses members that leave the workspace);
+    on a host its files go to the sandbox's uid, as everything the harness writes there does."""
+    import gzip
+    import io
+
+    try:
+        data = await sync_to_async(snapshot_read)(key)
+    except Exception as exc:
+        raise SandboxError(f"the workspace snapshot {key} is gone: {type(exc).__name__}") from None
+    await session.hydrate_workspace(io.BytesIO(await asyncio.to_thread(gzip.decompress, data)))
+    if host:
+        inner = session._inner
+        if getattr(inner, "host_uid", None) is not None:
+            await asyncio.to_thread(_chown_tree, Path(inner.state.manifest.root), inner.host_uid)
+
+
+def _chown_tree(root: Path, uid: int) -> None:
+    import os
+
+    for directory, dirnames, filenames in os.walk(root):
+        for name in [*dirnames, *filenames]:
+            os.lchown(Path(directory) / name, uid, uid)
 
 
 # --- closing ---------------------------------------------------------------------

@@ -66,6 +66,14 @@ def test_record_the_starter_dataset(alice, operator, bwrap):
         assertions=[{"type": "contains", "value": "exited with code 0"}],
         tags=["tool-use", "sandbox"],
     )
+    promote(
+        make_run(alice, agent="refunds", input="Please refund $40 on order A-1002."),
+        name="refunds makes a small refund without asking",
+        expected_output=r"^Refunded \$40\.00 on order A-1002 \(refund rf_\w+\)\.$",
+        output_match="regex",
+        expected_tools=[{"name": "refund", "arguments": {"order_id": "A-1002", "amount": 40}}],
+        tags=["tool-use", "approvals"],
+    )
     first = make_run(alice, agent="assistant", input="Remember: my name is Ada.")
     run_execute(first.pk)
     promote(
@@ -75,8 +83,11 @@ def test_record_the_starter_dataset(alice, operator, bwrap):
         expected_tools=[{"name": "text_stats"}],
         tags=["session"],
     )
+    # The test database holds the shipped cases too (loaded after migrate): write only the new recordings.
+    shipped = [case["id"] for case in json.loads(FIXTURE.read_text())["cases"]] if FIXTURE.exists() else []
     cases = [
-        {"id": case.pk, **case.snapshot()} for case in GoldenCase.objects.filter(dataset__name="starter").order_by("id")
+        {"id": case.pk, **case.snapshot()}
+        for case in GoldenCase.objects.filter(dataset__name="starter").exclude(pk__in=shipped).order_by("id")
     ]
     FIXTURE.parent.mkdir(exist_ok=True)
     FIXTURE.write_text(json.dumps({"dataset": "starter", "cases": cases}, indent=1, sort_keys=True) + "\n")

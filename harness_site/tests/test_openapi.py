@@ -28,5 +28,5 @@ def test_every_operation_declares_its_errors_once():
             if operation.get("parameters") or operation.get("requestBody"):
                 assert "422" in statuses, (method, path)
     run_in = document["components"]["schemas"]["RunIn"]["properties"]
-    assert run_in["agent"]["enum"] == ["assistant", "calculator", "coder", "scribe"]
+    assert run_in["agent"]["enum"] == ["assistant", "calculator", "coder", "refunds", "scribe"]
     assert "maxLength" in run_in["input"] and "pattern" in run_in["input"]

@@ -96,7 +96,7 @@ def test_a_revoked_key_is_refused(api, alice):
         ({"agent": "calculator"}, "input", "required"),
         ({"input": 42}, "input", "string"),
         ({"input": ["a"]}, "input", "string"),
-        ({"input": "hi", "agent": "nope"}, "agent", "valid agents: assistant, calculator, coder, scribe"),
+        ({"input": "hi", "agent": "nope"}, "agent", "valid agents: assistant, calculator, coder, refunds, scribe"),
         ({"input": "hi", "agent": 3}, "agent", "string"),
         ({"input": "hi", "model": "gpt-0-fake"}, "model", "allowed models: offline"),
         ({"input": "hi", "session_id": "run_123"}, "session_id", "sess_"),
@@ -222,7 +222,7 @@ def test_cancelling_a_finished_run_is_a_409(api, alice):
 
 def test_agents_lists_the_registry_and_models(api, alice):
     body = api.get("/api/agents", who=alice).json()
-    assert [agent["name"] for agent in body["agents"]] == ["assistant", "calculator", "coder", "scribe"]
+    assert [agent["name"] for agent in body["agents"]] == ["assistant", "calculator", "coder", "refunds", "scribe"]
     assert body["agents"][1]["tools"] == ["calculate"] and body["agents"][1]["sandbox"] is False
     assert body["agents"][2]["sandbox"] is True
     assert body["agents"][2]["tools"] == ["exec_command", "write_stdin", "view_image", "apply_patch"]

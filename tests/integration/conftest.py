@@ -51,3 +51,38 @@ def admin_login(browser: Any, harness: Any, *, wait_for: str = "text=Operations"
     page.click("input[type=submit]")
     page.wait_for_selector(wait_for)
     return page
+
+
+def member(harness: Any, username: str, role: str) -> str:
+    """A user of the role group `role`, made as an operator would (`manage.py setrole`); its password."""
+    password = f"{username}-password-0123"
+    harness.manage(
+        "shell",
+        "-c",
+        "from django.contrib.auth.models import User\n"
+        f"user, _ = User.objects.get_or_create(username={username!r})\n"
+        f"user.set_password({password!r})\n"
+        "user.save()",
+    )
+    assert f"{username}: {role}" in harness.manage("setrole", username, role).stdout
+    return password
+
+
+def log_in(
+    browser: Any,
+    harness: Any,
+    username: str,
+    password: str,
+    *,
+    next_url: str = "/admin/",
+    wait_for: str = "#site-name",
+    viewport: dict[str, int] | None = None,
+) -> Any:
+    """A new page, logged in to the admin as `username`, at `next_url`."""
+    page = browser.new_page(viewport=viewport or {"width": 1280, "height": 800})
+    page.goto(f"{harness.base_url}/admin/login/?next={next_url}")
+    page.fill("#id_username", username)
+    page.fill("#id_password", password)
+    page.click("input[type=submit]")
+    page.wait_for_selector(wait_for)
+    return page

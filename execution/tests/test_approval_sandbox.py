@@ -1,0 +1,86 @@
+"""HARNESS_SANDBOX_APPROVAL=always: every exec_command waits for a person; while a run waits
+it holds no sandbox, and its workspace comes back from a snapshot on resume (bubblewrap)."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import override_settings
+
+from approvals.models import Approval, PausedRun
+from approvals.services import approval_decide
+from artifacts.models import Artifact
+from artifacts.storage import artifact_storage
+from audit.services import Actor
+from conftest import make_run
+from execution.executor import run_execute
+from runs.models import Run
+from sandboxes.models import Sandbox
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+TWO_STEPS = "```sh\necho 42 > state.txt && echo kept > outputs/kept.txt\n```\n```sh\ncat state.txt\n```"
+
+
+def approve(run: Run) -> None:
+    approval = Approval.objects.get(run=run, status="pending")
+    approval_decide(
+        run_id=run.pk, call_id=approval.call_id, decision="approve", message="", actor=Actor.system("t"), user=None
+    )
+
+
+@override_settings(HARNESS_SANDBOX_APPROVAL="always")
+def test_each_command_waits_and_the_workspace_survives_the_wait(alice, bwrap):
+    run = make_run(alice, agent="coder", input=TWO_STEPS)
+    assert run_execute(run.pk) == "awaiting_approval"
+    first = Approval.objects.get(run=run)
+    assert first.tool == "exec_command" and "echo 42 > state.txt" in first.arguments["cmd"]
+    # While it waits, no sandbox is live: the first one was destroyed, its workspace kept.
+    sandbox = Sandbox.objects.get(run=run)
+    assert sandbox.status == "stopped" and sandbox.cleanup_state == "done"
+    assert sandbox.exit_info["reason"] == "run paused for approval: workspace kept as a snapshot"
+    assert not any(bwrap.iterdir())
+    paused = PausedRun.objects.get(run=run)
+    assert paused.snapshot_key and artifact_storage().exists(paused.snapshot_key)
+
+    approve(run)
+    assert run_execute(run.pk) == "awaiting_approval"  # the second command waits in its turn
+    second = Approval.objects.get(run=run, status="pending")
+    assert second.arguments["cmd"] == "cat state.txt"
+    paused.refresh_from_db()
+    assert paused.pauses == 2
+    assert Sandbox.objects.filter(run=run).count() == 2 and not any(bwrap.iterdir())
+
+    approve(run)
+    assert run_execute(run.pk) == "succeeded"
+    run.refresh_from_db()
+    # The file the first command wrote, in a sandbox since destroyed, was there for the second.
+    assert "42" in run.output and "exited with code 0" in run.output
+    sandboxes = Sandbox.objects.filter(run=run).order_by("id")
+    assert sandboxes.count() == 3
+    assert all(s.cleanup_state == "done" for s in sandboxes)
+    assert sandboxes.last().manifest["restored_from"].startswith(f"snapshots/{run.pk}/")
+    # outputs/ written before a pause still becomes an artifact when the run ends.
+    assert list(Artifact.objects.filter(run=run).values_list("name", flat=True)) == ["kept.txt"]
+    # The snapshots are gone with the paused state.
+    assert not PausedRun.objects.filter(run=run).exists()
+    assert not artifact_storage().exists(paused.snapshot_key)
+    kinds = list(run.events.order_by("seq").values_list("type", flat=True))
+    assert kinds.count("sandbox.started") == 3 and kinds.count("sandbox.stopped") == 3
+    assert kinds.count("approval.requested") == 2 and kinds.count("run.resumed") == 2
+
+
+@override_settings(HARNESS_SANDBOX_APPROVAL="never")
+def test_by_default_commands_run_without_asking(alice, bwrap):
+    run = make_run(alice, agent="coder", input="```sh\necho 6\n```")
+    assert run_execute(run.pk) == "succeeded"
+    assert not Approval.objects.filter(run=run).exists()
+
+
+@override_settings(HARNESS_SANDBOX_APPROVAL="always", ARTIFACTS_MAX_BYTES=64)
+def test_a_workspace_too_big_to_keep_fails_the_run_and_leaves_nothing(alice, bwrap):
+    run = make_run(alice, agent="coder", input="```sh\necho 1\n```")
+    assert run_execute(run.pk) == "failed"
+    run.refresh_from_db()
+    assert "larger than ARTIFACTS_MAX_BYTES" in run.error and "waits for approval" in run.error
+    assert not Approval.objects.filter(run=run).exists() and not PausedRun.objects.filter(run=run).exists()
+    assert Sandbox.objects.get(run=run).cleanup_state == "done" and not any(bwrap.iterdir())
