@@ -21,6 +21,7 @@ from audit.models import AuditLog
 from audit.services import Actor
 from conftest import make_principal, make_run
 from evals.models import Dataset, GoldenCase
+from feedback.models import Feedback
 from runs.models import Run
 from runs.services import RunOutcome, run_claim, run_finish
 from sandboxes.models import Sandbox
@@ -111,6 +112,17 @@ def clean_up_sandbox(client: Client, world: World) -> bool:
     return Sandbox.objects.get(pk=world.sandbox.pk).cleanup_state == Sandbox.Cleanup.DONE
 
 
+def retry_run(client: Client, world: World) -> bool:
+    client.post(reverse("admin:runs_run_retry", args=[quote(world.done.pk)]))
+    return Run.objects.filter(retry_of=world.done).exists()
+
+
+def annotate_run(client: Client, world: World) -> bool:
+    url = reverse("admin:feedback_feedback_annotate", args=[world.done.pk])
+    client.post(url, {"score": "-1", "label": "needs-review", "comment": "from a role"})
+    return Feedback.objects.filter(run=world.done, source="operator").exists()
+
+
 def change_budget(client: Client, world: World) -> bool:
     return client.get(reverse("admin:billing_budget_add")).status_code == 200
 
@@ -129,7 +141,7 @@ EVERYONE = frozenset(ROLES)
 OPERATORS = frozenset({OPERATOR, ADMIN})
 ADMINS = frozenset({ADMIN})
 
-# One line per action: who may do it. Retry, approve and feedback are checked by their own tests.
+# One line per action: who may do it. Approving is checked in approvals/tests (it needs a paused run).
 MATRIX = [
     Row(view_run_list, EVERYONE),
     Row(view_run_page, EVERYONE),
@@ -139,6 +151,8 @@ MATRIX = [
     Row(promote_run, OPERATORS),
     Row(run_eval, OPERATORS),
     Row(clean_up_sandbox, OPERATORS),
+    Row(retry_run, OPERATORS),
+    Row(annotate_run, OPERATORS),
     Row(change_budget, ADMINS),
     Row(manage_users, ADMINS),
 ]
