@@ -303,6 +303,14 @@ class Command:
         return Clipped.of(self.output)
 
 
+def _number[N: (int, float)](value: Any, kind: type[N], default: N) -> N:
+    """`value` as a number of `kind`, or `default`: a model's tool arguments are whatever it sent."""
+    try:
+        return kind(value)
+    except (TypeError, ValueError, OverflowError):
+        return default
+
+
 def _shell_result(text: str) -> tuple[int | None, int | None, float, str]:
     """exit code, running session id, wall time and output of a shell tool's result."""
     header, separator, output = text.partition(_OUTPUT_HEADER)
@@ -312,7 +320,7 @@ def _shell_result(text: str) -> tuple[int | None, int | None, float, str]:
     return (
         int(exit_match.group(1)) if exit_match else None,
         int(running_match.group(1)) if running_match else None,
-        float(wall.group(1)) if wall else 0.0,
+        _number(wall.group(1), float, 0.0) if wall else 0.0,
         output,
     )
 
@@ -336,7 +344,7 @@ def sandbox_commands(entries: list[Entry]) -> list[Command]:
             arguments = {}
         exit_code, session_id, wall, output = _shell_result(entry.output or "")
         if entry.name == "write_stdin":
-            command = running.get(int(arguments.get("session_id") or -1))
+            command = running.get(_number(arguments.get("session_id"), int, -1))
             if command is None:
                 command = Command(cmd=f"(input to session {arguments.get('session_id')})", seq=entry.seq)
                 commands.append(command)

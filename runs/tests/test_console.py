@@ -148,6 +148,19 @@ def test_sandbox_commands_have_their_exit_codes_and_output():
     assert commands[2].wall_seconds == pytest.approx(0.5)
 
 
+@pytest.mark.parametrize("session_id", ['"abc"', "[1]", "null", "1e999"])
+def test_a_model_s_odd_shell_arguments_do_not_break_the_page(session_id):
+    """Arguments are stored as the model sent them, before the SDK checks them."""
+    entries = console.transcript(
+        events(
+            ("tool.called", {"call_id": "a", "name": "write_stdin", "arguments": f'{{"session_id": {session_id}}}'}),
+            ("tool.output", {"call_id": "a", "output": "Wall time: 1.2.3 seconds\nOutput:\nx"}),
+        )
+    )
+    [command] = console.sandbox_commands(entries)
+    assert command.wall_seconds == 0.0 and "input to session" in command.cmd
+
+
 # --- span tree and waterfall ------------------------------------------------------------------
 
 
