@@ -16,6 +16,7 @@ import functools
 import hashlib
 import inspect
 import json
+import math
 import operator
 import re
 from collections.abc import Callable
@@ -95,6 +96,10 @@ class AgentSpec:
             bound_shell_tools(toolset)
             if gated:  # HARNESS_SANDBOX_APPROVAL=always: every command waits for a person
                 toolset.exec_command.needs_approval = True
+                if toolset.write_stdin is not None:
+                    # Input typed into a running process (a shell, an interpreter) is a command too;
+                    # polling a running command for its output (no input) is not.
+                    toolset.write_stdin.needs_approval = _writes_input
 
         return SandboxAgent(
             name=self.name,
@@ -103,6 +108,11 @@ class AgentSpec:
             model=model,
             capabilities=[Shell(configure_tools=shell_tools), Filesystem()],
         )
+
+
+async def _writes_input(context: Any, arguments: dict[str, Any], call_id: str) -> bool:
+    """write_stdin's approval rule under HARNESS_SANDBOX_APPROVAL=always: only calls that type input."""
+    return bool(arguments.get("chars"))
 
 
 # The tools a sandbox agent gets from the SDK's Shell and Filesystem capabilities.
@@ -333,8 +343,8 @@ def refund(order_id: str, amount: int | float, reason: str) -> str:
         amount: How much to refund, in USD.
         reason: Why, in a few words.
     """
-    if amount <= 0:
-        return "error: the amount must be positive"
+    if not math.isfinite(amount) or amount <= 0:
+        return "error: the amount must be a positive number"
     digest = hashlib.sha256(f"{order_id}:{amount}".encode()).hexdigest()[:10]
     return json.dumps(
         {"refund_id": f"rf_{digest}", "order_id": order_id, "amount": round(float(amount), 2), "status": "refunded"}
@@ -343,7 +353,9 @@ def refund(order_id: str, amount: int | float, reason: str) -> str:
 
 def refund_needs_approval(arguments: dict[str, Any]) -> bool:
     """A refund over HARNESS_REFUND_APPROVAL_OVER_USD waits for a person."""
-    return float(arguments["amount"]) > settings.HARNESS_REFUND_APPROVAL_OVER_USD
+    amount = float(arguments["amount"])
+    # NaN and infinities compare as no greater than the threshold: a person looks at those too.
+    return not math.isfinite(amount) or amount > settings.HARNESS_REFUND_APPROVAL_OVER_USD
 
 
 def _refunds_plan(text: str) -> OfflineToolCall | None:

@@ -3,6 +3,9 @@ it holds no sandbox, and its workspace comes back from a snapshot on resume (bub
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import pytest
 from django.test import override_settings
 
@@ -84,3 +87,42 @@ def test_a_workspace_too_big_to_keep_fails_the_run_and_leaves_nothing(alice, bwr
     assert "larger than ARTIFACTS_MAX_BYTES" in run.error and "waits for approval" in run.error
     assert not Approval.objects.filter(run=run).exists() and not PausedRun.objects.filter(run=run).exists()
     assert Sandbox.objects.get(run=run).cleanup_state == "done" and not any(bwrap.iterdir())
+
+
+def test_input_typed_into_a_running_process_waits_too_but_polling_does_not():
+    """A shell or an interpreter started with an approved exec_command must not run what is typed
+    into it unapproved."""
+    from agents.sandbox.capabilities.shell import ShellToolSet
+    from agents.sandbox.capabilities.tools.shell_tool import ExecCommandTool, WriteStdinTool
+
+    from runs.registry import agent_get
+
+    def configured(policy: str) -> ShellToolSet:
+        spec = agent_get("coder")
+        assert spec is not None
+        with override_settings(HARNESS_SANDBOX_APPROVAL=policy):
+            shell: Any = getattr(spec.build("offline"), "capabilities")[0]  # noqa: B009 (a SandboxAgent's)
+        session: Any = object()  # the rule is set when the tools are configured, before any session use
+        toolset = ShellToolSet(
+            exec_command=ExecCommandTool(session=session), write_stdin=WriteStdinTool(session=session)
+        )
+        shell.configure_tools(toolset)
+        return toolset
+
+    gated = configured("always")
+    assert gated.exec_command.needs_approval is True
+    rule = gated.write_stdin.needs_approval
+    assert callable(rule)
+    assert asyncio.run(rule(None, {"session_id": 1, "chars": "rm -rf outputs\n"}, "call_1")) is True
+    assert asyncio.run(rule(None, {"session_id": 1, "chars": ""}, "call_2")) is False
+    assert asyncio.run(rule(None, {"session_id": 1}, "call_3")) is False
+    open_ = configured("never")
+    assert open_.exec_command.needs_approval is False and open_.write_stdin.needs_approval is False
+
+
+@pytest.mark.parametrize("amount", ["nan", "inf", "-inf"])
+def test_a_refund_of_no_finite_amount_asks_a_person_and_is_refused(amount):
+    from runs.registry import refund, refund_needs_approval
+
+    assert refund_needs_approval({"amount": float(amount)}) is True
+    assert refund("A-1", float(amount), "x").startswith("error:")
