@@ -100,8 +100,13 @@ class StatsOut(Schema):
 def get_stats(request: HttpRequest, query: Query[StatsQuery]) -> Any:
     """Runs per interval by status, p50/p95 duration, error rate, tokens and cost by agent and model
     over the window; queue depth, runs in flight per worker, live sandboxes, pending approvals now;
-    the latest failures. Everyone's runs: only keys of staff users may read it (403 otherwise)."""
+    the latest failures. Everyone's runs: only keys of staff users who may view runs (the
+    dashboard's own rule: `runs.view_run`, e.g. the viewer role) may read it (403 otherwise)."""
     user = request.auth  # type: ignore[attr-defined]
-    if not user.is_staff:
-        raise HttpError(403, "fleet statistics cover every principal's runs: they need an API key of a staff user")
+    if not (user.is_staff and user.has_perm("runs.view_run")):
+        raise HttpError(
+            403,
+            "fleet statistics cover every principal's runs: they need an API key of a staff user "
+            "who may view runs (runs.view_run, e.g. the viewer role)",
+        )
     return fleet_stats(window=window_get(query.window))

@@ -314,12 +314,22 @@ def test_the_dashboard_needs_the_view_permission_and_promote_needs_its_own(alice
 # --- GET /api/stats --------------------------------------------------------------
 
 
-def test_stats_api_is_for_staff_keys_only(api, alice):
+def stats_reader() -> Principal:
+    """A staff user who may view runs (the dashboard's rule), with an API key."""
     staff = make_principal("staffer", is_staff=True)
+    staff.user.user_permissions.add(Permission.objects.get(codename="view_run"))
+    return staff
+
+
+def test_stats_api_is_for_staff_keys_only(api, alice):
+    staff = stats_reader()
     finished(alice, at=timezone.now(), status="failed", error="boom\nline two", tokens=7)
     assert api.get("/api/stats").status_code == 401
     refused = api.get("/api/stats", who=alice)
     assert refused.status_code == 403 and "staff user" in refused.json()["detail"]
+    # Staff alone is not enough: the key's user must be allowed to see runs, as on the dashboard.
+    bare = make_principal("bare-staff", is_staff=True)
+    assert api.get("/api/stats", who=bare).status_code == 403
     response = api.get("/api/stats", who=staff)
     assert response.status_code == 200
     body = response.json()
@@ -333,7 +343,7 @@ def test_stats_api_is_for_staff_keys_only(api, alice):
 
 
 def test_stats_api_has_a_fixed_query_count(api, alice):
-    staff = make_principal("staffer", is_staff=True)
+    staff = stats_reader()
     now = timezone.now()
     many_runs(alice, 5, at=now - timedelta(minutes=30))
     api.get("/api/stats", who=staff)  # a key's first use also records when it was last used
