@@ -12,6 +12,10 @@ def new_approval_id() -> str:
     return new_id("apr")
 
 
+# The longest tool call id kept; longer ones are cut, the same way at the pause and on resume.
+CALL_ID_MAX = 200
+
+
 class ApprovalQuerySet(models.QuerySet["Approval"]):
     def pending(self) -> ApprovalQuerySet:
         return self.filter(status=Approval.Status.PENDING)
@@ -33,7 +37,7 @@ class Approval(models.Model):
 
     id = models.CharField(primary_key=True, max_length=id_field_length("apr"), default=new_approval_id, editable=False)
     run = models.ForeignKey("runs.Run", on_delete=models.CASCADE, related_name="approvals")
-    call_id = models.CharField(max_length=200)
+    call_id = models.CharField(max_length=CALL_ID_MAX)
     tool = models.CharField(max_length=200)
     # The call's arguments as the model sent them (parsed JSON when they parse), clipped.
     arguments = models.JSONField(default=dict, blank=True)

@@ -31,7 +31,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from approvals.models import Approval, PausedRun, new_approval_id
+from approvals.models import CALL_ID_MAX, Approval, PausedRun, new_approval_id
 from audit.services import Actor, audit_record
 from common.limits import clip_data
 from common.text import safe_data, safe_text
@@ -136,7 +136,7 @@ def run_pause(
         Approval(
             id=new_approval_id(),
             run_id=run_id,
-            call_id=request.call_id[:200],
+            call_id=request.call_id[:CALL_ID_MAX],
             tool=request.tool[:200],
             arguments=clip_data(safe_data(request.arguments)),
             expires_at=expires,

@@ -36,6 +36,7 @@ from agents.run_config import SandboxRunConfig
 from agents.tracing import gen_trace_id
 from django.conf import settings
 
+from approvals.models import CALL_ID_MAX
 from approvals.services import Pause, PauseRequest, Resume, parse_arguments, paused_state_drop, run_pause
 from audit.services import Actor
 from billing.pricing import TokenUsage
@@ -331,7 +332,7 @@ async def _restored_state(agent: Agent[Any], resume: Resume) -> Any:
 
     state = await RunState.from_string(agent, resume.state)
     for item in state.get_interruptions():
-        call_id = _raw_field(item.raw_item, "call_id")
+        call_id = _call_id(item.raw_item)
         decision = resume.decisions.get(call_id)
         if decision is None:
             raise ApprovalMissing(f"tool call {call_id} ({item.tool_name}) has no decision; the run cannot resume")
@@ -344,6 +345,12 @@ async def _restored_state(agent: Agent[Any], resume: Resume) -> Any:
 
 def _raw_field(raw: Any, name: str) -> Any:
     return raw.get(name) if isinstance(raw, dict) else getattr(raw, name, None)
+
+
+def _call_id(raw: Any) -> str:
+    """A paused call's id, the same at the pause and on resume: its call_id (or, for calls that
+    have none, its item id), as long as an Approval row keeps it."""
+    return str(_raw_field(raw, "call_id") or _raw_field(raw, "id") or "")[:CALL_ID_MAX]
 
 
 def _meter_resumed(meter: RunMeter, carry: dict[str, Any]) -> None:
@@ -373,7 +380,7 @@ def _interrupted(result: Any) -> tuple[list[PauseRequest], str]:
         arguments = _raw_field(raw, "arguments")
         requests.append(
             PauseRequest(
-                call_id=str(_raw_field(raw, "call_id") or _raw_field(raw, "id") or ""),
+                call_id=_call_id(raw),
                 tool=str(item.tool_name or _raw_field(raw, "name") or "tool"),
                 # A custom tool (apply_patch) sends free text as its input.
                 arguments=parse_arguments(arguments if arguments is not None else _raw_field(raw, "input")),

@@ -196,13 +196,13 @@ def run_cancel(*, run: Run, actor: Actor, reason: str = "cancelled by request") 
     from approvals.services import approvals_close
 
     now = timezone.now()
-    for previous in (Run.Status.QUEUED, Run.Status.RUNNING, Run.Status.AWAITING_APPROVAL):
-        updated = Run.objects.filter(pk=run.pk, status=previous).update(
-            status=Run.Status.CANCELLED, finished_at=now, error=reason, lease_expires_at=None
-        )
-        if updated == 1:
-            break
-    else:
+    # The row is locked first: a decision moving the run from awaiting_approval to queued, or a
+    # worker's claim, either happens before this reads the status or waits for this to commit.
+    previous = Run.objects.select_for_update().filter(pk=run.pk).values_list("status", flat=True).first()
+    cancellable = (Run.Status.QUEUED, Run.Status.RUNNING, Run.Status.AWAITING_APPROVAL)
+    if previous not in cancellable or not Run.objects.filter(pk=run.pk, status=previous).update(
+        status=Run.Status.CANCELLED, finished_at=now, error=reason, lease_expires_at=None
+    ):
         run.refresh_from_db()
         raise RunNotCancellable(
             f"run {run.id} is already {run.status}; only queued, running or awaiting_approval runs can be cancelled"
