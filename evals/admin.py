@@ -14,6 +14,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
 from audit.services import Actor
+from common.admin import ObjectPageMixin
 from evals import compare
 from evals.forms import BulkPromoteForm, GoldenCaseForm, PromoteForm
 from evals.models import Dataset, EvalResult, EvalRun, GoldenCase, GoldenCaseVersion
@@ -59,7 +60,7 @@ class GoldenCaseVersionInline(ReadOnlyInline):
 
 
 @admin.register(Dataset)
-class DatasetAdmin(admin.ModelAdmin[Dataset]):
+class DatasetAdmin(ObjectPageMixin, admin.ModelAdmin[Dataset]):
     list_display = ("name", "description", "active_cases", "created_at")
     search_fields = ("name",)
     actions = ["run_eval"]
@@ -74,20 +75,9 @@ class DatasetAdmin(admin.ModelAdmin[Dataset]):
     def has_run_eval_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm(RUN_EVAL_PERMISSION)
 
-    def render_change_form(
-        self,
-        request: HttpRequest,
-        context: dict[str, Any],
-        add: bool = False,
-        change: bool = False,
-        form_url: str = "",
-        obj: Any = None,
-    ) -> Any:
-        if obj is not None:
-            trend = compare.pass_rate_trend(dataset=obj.name)
-            context["trend"] = trend
-            context["trend_chart"] = compare.trend_chart(trend, title=f"{obj.name}: pass rate per eval run")
-        return super().render_change_form(request, context, add, change, form_url, obj)
+    def object_context(self, request: HttpRequest, obj: Dataset) -> dict[str, Any]:
+        trend = compare.pass_rate_trend(dataset=obj.name)
+        return {"trend": trend, "trend_chart": compare.trend_chart(trend, title=f"{obj.name}: pass rate per eval run")}
 
     @admin.action(description="Run the eval (replay) on selected datasets", permissions=["run_eval"])
     def run_eval(self, request: HttpRequest, queryset: QuerySet[Dataset]) -> None:
@@ -105,7 +95,7 @@ class DatasetAdmin(admin.ModelAdmin[Dataset]):
 
 
 @admin.register(GoldenCase)
-class GoldenCaseAdmin(admin.ModelAdmin[GoldenCase]):
+class GoldenCaseAdmin(ObjectPageMixin, admin.ModelAdmin[GoldenCase]):
     form = GoldenCaseForm
     list_display = (
         "id",
@@ -144,18 +134,9 @@ class GoldenCaseAdmin(admin.ModelAdmin[GoldenCase]):
     def save_model(self, request: HttpRequest, obj: GoldenCase, form: Any, change: bool) -> None:
         golden_save(case=obj, user=request.user, actor=Actor.for_user(request.user))  # type: ignore[arg-type]
 
-    def render_change_form(
-        self,
-        request: HttpRequest,
-        context: dict[str, Any],
-        add: bool = False,
-        change: bool = False,
-        form_url: str = "",
-        obj: Any = None,
-    ) -> Any:
-        if obj is not None:
-            context["version_diffs"], context["older_versions"] = compare.version_diffs(obj)
-        return super().render_change_form(request, context, add, change, form_url, obj)
+    def object_context(self, request: HttpRequest, obj: GoldenCase) -> dict[str, Any]:
+        version_diffs, older_versions = compare.version_diffs(obj)
+        return {"version_diffs": version_diffs, "older_versions": older_versions}
 
     def get_urls(self) -> list[Any]:
         return [
@@ -266,7 +247,7 @@ class EvalResultInline(ReadOnlyInline):
 
 
 @admin.register(EvalRun)
-class EvalRunAdmin(admin.ModelAdmin[EvalRun]):
+class EvalRunAdmin(ObjectPageMixin, admin.ModelAdmin[EvalRun]):
     list_display = ("id", "status", "score", "mode", "dataset_list", "triggered_by", "started_at", "finished_at")
     list_filter = ("status", "mode")
     readonly_fields = (
@@ -286,18 +267,8 @@ class EvalRunAdmin(admin.ModelAdmin[EvalRun]):
     fields = readonly_fields
     inlines = [EvalResultInline]
 
-    def render_change_form(
-        self,
-        request: HttpRequest,
-        context: dict[str, Any],
-        add: bool = False,
-        change: bool = False,
-        form_url: str = "",
-        obj: Any = None,
-    ) -> Any:
-        if obj is not None:
-            context["comparison"] = compare.eval_compare(obj)
-        return super().render_change_form(request, context, add, change, form_url, obj)
+    def object_context(self, request: HttpRequest, obj: EvalRun) -> dict[str, Any]:
+        return {"comparison": compare.eval_compare(obj)}
 
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> Any:
         trend = compare.pass_rate_trend()

@@ -13,6 +13,7 @@ from django.urls import NoReverseMatch, URLPattern, path, reverse
 from django.utils.html import format_html
 
 from audit.services import Actor
+from common.admin import ObjectPageMixin
 from evals.admin import PROMOTE_PERMISSION, promote_to_golden
 from feedback.admin import FeedbackFilter, FeedbackLabelFilter, feedback_panel
 from runs import console, services
@@ -109,7 +110,7 @@ LIST_DEFERRED = ("input", "output", "error", "model_calls", "usage", "limits", "
 
 
 @admin.register(Run)
-class RunAdmin(ReadOnlyAdmin):
+class RunAdmin(ObjectPageMixin, ReadOnlyAdmin):
     list_display = (
         "id",
         "agent",
@@ -219,20 +220,7 @@ class RunAdmin(ReadOnlyAdmin):
             return HttpResponseNotAllowed(["GET"])
         return super().change_view(request, object_id, form_url, extra_context)
 
-    def render_change_form(
-        self,
-        request: HttpRequest,
-        context: dict[str, Any],
-        add: bool = False,
-        change: bool = False,
-        form_url: str = "",
-        obj: Any = None,
-    ) -> Any:
-        if obj is not None:
-            context.update(self.console_context(request, obj))
-        return super().render_change_form(request, context, add, change, form_url, obj)
-
-    def console_context(self, request: HttpRequest, run: Run) -> dict[str, Any]:
+    def object_context(self, request: HttpRequest, run: Run) -> dict[str, Any]:
         usage = run.usage or {}
         try:
             owner_url = reverse("admin:auth_user_change", args=[run.owner_id])
@@ -330,7 +318,7 @@ class RunAdmin(ReadOnlyAdmin):
 
 
 @admin.register(Session)
-class SessionAdmin(ReadOnlyAdmin):
+class SessionAdmin(ObjectPageMixin, ReadOnlyAdmin):
     list_display = ("id", "owner", "first_input", "created_at", "run_count")
     list_select_related = ("owner",)
     search_fields = ("=id", "owner__username")
@@ -360,18 +348,8 @@ class SessionAdmin(ReadOnlyAdmin):
     def first_input(self, obj: Any) -> str:
         return preview(obj.first_input_head)
 
-    def render_change_form(
-        self,
-        request: HttpRequest,
-        context: dict[str, Any],
-        add: bool = False,
-        change: bool = False,
-        form_url: str = "",
-        obj: Any = None,
-    ) -> Any:
-        if obj is not None:
-            context["conversation"] = console.session_page(obj)
-        return super().render_change_form(request, context, add, change, form_url, obj)
+    def object_context(self, request: HttpRequest, obj: Session) -> dict[str, Any]:
+        return {"conversation": console.session_page(obj)}
 
 
 @admin.register(Trace)
