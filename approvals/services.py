@@ -301,41 +301,42 @@ def approval_decide(
 # --- cancel, expiry, cleanup ----------------------------------------------------------
 
 
+def _pending_end(
+    approvals: list[Approval], *, status: str, reason: str, actor: Actor, run_id: str, now: datetime
+) -> list[events.EventSpec]:
+    """Close still-pending approvals with `status` and `reason` (an audit row each, in the
+    caller's transaction); their `approval.decided` events, for the caller to write."""
+    Approval.objects.filter(pk__in=[a.pk for a in approvals], status=Approval.Status.PENDING).update(
+        status=status, decided_at=now, decided_by_label=actor.label[:150], message=reason
+    )
+    for approval in approvals:
+        audit_record(
+            action=f"approval.{status}",
+            actor=actor,
+            target_type="approval",
+            target_id=approval.pk,
+            run_id=run_id,
+            data={"call_id": approval.call_id, "tool": approval.tool, "reason": reason},
+        )
+    return [
+        (
+            events.APPROVAL_DECIDED,
+            {"approval_id": a.pk, "call_id": a.call_id, "tool": a.tool, "decision": status, "message": reason},
+        )
+        for a in approvals
+    ]
+
+
 def approvals_close(*, run_id: str, reason: str, actor: Actor) -> int:
     """A run stopped waiting (cancelled): its pending approvals are cancelled, each with an
     event and audit row, and its paused state and snapshot are dropped. Call inside the
     transaction that ends the run, before its final event. Returns how many were pending."""
-    now = timezone.now()
     pending = list(Approval.objects.filter(run_id=run_id, status=Approval.Status.PENDING))
     if pending:
-        Approval.objects.filter(pk__in=[a.pk for a in pending], status=Approval.Status.PENDING).update(
-            status=Approval.Status.CANCELLED, decided_at=now, decided_by_label=actor.label[:150], message=reason
+        decided = _pending_end(
+            pending, status=Approval.Status.CANCELLED, reason=reason, actor=actor, run_id=run_id, now=timezone.now()
         )
-        events.events_append(
-            run_id=run_id,
-            events=[
-                (
-                    events.APPROVAL_DECIDED,
-                    {
-                        "approval_id": a.pk,
-                        "call_id": a.call_id,
-                        "tool": a.tool,
-                        "decision": Approval.Status.CANCELLED,
-                        "message": reason,
-                    },
-                )
-                for a in pending
-            ],
-        )
-        for approval in pending:
-            audit_record(
-                action="approval.cancelled",
-                actor=actor,
-                target_type="approval",
-                target_id=approval.pk,
-                run_id=run_id,
-                data={"call_id": approval.call_id, "tool": approval.tool, "reason": reason},
-            )
+        events.events_append(run_id=run_id, events=decided)
     _paused_delete(run_id)
     return len(pending)
 
@@ -399,23 +400,8 @@ def _expire_run(run_id: str, now: datetime) -> bool:
     seconds = settings.HARNESS_APPROVAL_TIMEOUT_SECONDS
     calls = ", ".join(f"{a.tool} (call {a.call_id})" for a in expired)
     reason = f"no decision on {calls} within {seconds} s (HARNESS_APPROVAL_TIMEOUT_SECONDS)"
-    Approval.objects.filter(pk__in=[a.pk for a in expired], status=Approval.Status.PENDING).update(
-        status=Approval.Status.EXPIRED, decided_at=now, decided_by_label=actor.label, message=reason
-    )
     error = f"Run failed: approval expired: {reason}."
-    batch: list[events.EventSpec] = [
-        (
-            events.APPROVAL_DECIDED,
-            {
-                "approval_id": a.pk,
-                "call_id": a.call_id,
-                "tool": a.tool,
-                "decision": Approval.Status.EXPIRED,
-                "message": reason,
-            },
-        )
-        for a in expired
-    ]
+    batch = _pending_end(expired, status=Approval.Status.EXPIRED, reason=reason, actor=actor, run_id=run_id, now=now)
     batch.append((events.FAILED, {"status": Run.Status.FAILED, "error": error}))
     last_seq = events.take_seqs(
         run_id,
@@ -428,15 +414,6 @@ def _expire_run(run_id: str, now: datetime) -> bool:
         transaction.set_rollback(True)
         return False
     events.events_insert(run_id=run_id, events=batch, last_seq=last_seq)
-    for approval in expired:
-        audit_record(
-            action="approval.expired",
-            actor=actor,
-            target_type="approval",
-            target_id=approval.pk,
-            run_id=run_id,
-            data={"call_id": approval.call_id, "tool": approval.tool, "reason": reason},
-        )
     audit_record(
         action="run.failed", actor=actor, target_type="run", target_id=run_id, run_id=run_id, data={"error": error}
     )
