@@ -121,6 +121,7 @@ def run_create(
     limits: dict[str, Any] | None = None,
     trace_context: dict[str, str] | None = None,
     otel_trace_id: str = "",
+    retry_of: Run | None = None,
 ) -> Run:
     """Create a queued run (in a new session, or continuing one of the owner's).
 
@@ -167,6 +168,7 @@ def run_create(
         limits=run_limits.as_json(),
         trace_context=trace_context or {},
         otel_trace_id=otel_trace_id,
+        retry_of=retry_of,
     )
     _record(
         run_id=run.id,
@@ -282,8 +284,10 @@ def run_claim(*, run_id: str, worker_id: str, principal_cap: int | None = None) 
         SessionItem.objects.filter(run=run).delete()
     from approvals.services import resume_for_claim
 
-    # A run decided after a pause carries on from its stored state (not a new attempt).
-    resume = resume_for_claim(run_id=run_id)
+    # A run decided after a pause carries on from its stored state (not a new attempt). A run
+    # claimed for the first time has only its run.queued event and this claim's (event_seq 2):
+    # it never paused, so the common case costs no look-up.
+    resume = resume_for_claim(run_id=run_id) if run.event_seq > 2 else None
     started: dict[str, Any] = {"attempt": run.attempts}
     if resume is not None:
         started["decisions"] = resume.summary()
@@ -650,9 +654,8 @@ def run_retry(*, run: Run, actor: Actor) -> Run:
         files=list(original.input_files or []),
         origin="retry",
         limits=asked,
+        retry_of=original,
     )
-    Run.objects.filter(pk=retry.pk).update(retry_of=original)
-    retry.retry_of = original
     audit_record(
         action="run.retried",
         actor=actor,
