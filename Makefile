@@ -6,7 +6,7 @@ PHOENIX_PORT ?= 6006
 PHOENIX_GRPC_PORT ?= 4317
 
 .PHONY: install run test test-postgres lint format uv system-deps sandbox-deps phoenix \
-	image image-deps image-standin-base test-image
+	image image-deps image-standin-base test-image screenshots
 
 uv:
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv || $(PYTHON) -m pip install --quiet --user uv
@@ -28,6 +28,13 @@ test: install system-deps sandbox-deps
 
 test-postgres: install system-deps sandbox-deps
 	DATABASE_URL=$${TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/harness} $(UV) run pytest
+
+# The README's console screenshots (docs/console/), taken by the browser tests against the real
+# harness. `make test` runs the same tests but keeps their screenshots out of the checkout.
+screenshots: install system-deps sandbox-deps
+	HARNESS_SCREENSHOTS=1 $(UV) run pytest tests/integration/test_console_run_page.py \
+	  tests/integration/test_console_dashboard.py tests/integration/test_console_feedback_evals.py \
+	  tests/integration/test_approvals_process.py
 
 # A local Phoenix (offline, loopback only, data in var/phoenix) to receive the harness's traces:
 # then run the harness with OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:$(PHOENIX_PORT).

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
+import os
 import shutil
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -86,3 +90,24 @@ def log_in(
     page.click("input[type=submit]")
     page.wait_for_selector(wait_for)
     return page
+
+
+# The README's screenshots (docs/console/) are written by the browser tests when
+# HARNESS_SCREENSHOTS=1 (`make screenshots`); otherwise into a temporary folder of this
+# process, so that `make test` leaves the checkout as it found it.
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "console"
+_scratch: list[Path] = []
+
+
+def screenshot(page: Any, name: str, *, full_page: bool = True) -> Path:
+    """Save the page as `name`: into docs/console/ when asked for, else into a scratch folder."""
+    if os.environ.get("HARNESS_SCREENSHOTS") == "1":
+        folder = SCREENSHOTS
+    else:
+        if not _scratch:
+            _scratch.append(Path(tempfile.mkdtemp(prefix="harness-screenshots-")))
+            atexit.register(shutil.rmtree, _scratch[0], True)
+        folder = _scratch[0]
+    folder.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(folder / name), full_page=full_page)
+    return folder / name

@@ -2,7 +2,7 @@
 refund tool waits for a person above $100): a run pauses and frees its worker slot, survives a
 restart of web and worker, is approved in the admin (Chromium) or rejected through the API, and
 resumes exactly once; two decisions at once, an expiry, a cancel while waiting, the roles, and a
-sandbox agent whose commands each wait (bubblewrap). The screenshot goes to docs/console/approval.png.
+sandbox agent whose commands each wait (bubblewrap). The screenshot (`make screenshots`) goes to docs/console/approval.png.
 """
 
 from __future__ import annotations
@@ -17,15 +17,13 @@ from typing import Any
 
 import httpx
 import pytest
-from django.conf import settings
 
 from tests.integration.conftest import log_in as admin_log_in
-from tests.integration.conftest import member
+from tests.integration.conftest import member, screenshot
 from tests.integration.harness import Harness
 
 pytestmark = pytest.mark.integration
 
-DOCS = Path(settings.BASE_DIR) / "docs" / "console"
 BIG = "Please refund $250 on order A-1001, the parcel never came."
 
 
@@ -89,11 +87,10 @@ def test_a_run_pauses_frees_its_slot_survives_a_restart_and_is_approved_in_the_a
     assert "Pending approvals" in page.inner_text("#content")
     row = page.locator("#result_list tbody tr", has_text=run_id)
     assert "A-1001" in row.inner_text() and "refund" in row.inner_text()
-    DOCS.mkdir(parents=True, exist_ok=True)
     page.set_viewport_size({"width": 1500, "height": 700})
     if page.locator("#nav-sidebar").is_visible():
         page.click("#toggle-nav-sidebar")  # the queue's columns, not the app list
-    page.screenshot(path=str(DOCS / "approval.png"), full_page=True)
+    screenshot(page, "approval.png", full_page=True)
     row.locator("input.approval-message").fill("parcel lost in transit: approved")
     row.locator("button.approve-call").click()
     page.wait_for_selector(".messagelist .success")

@@ -1,22 +1,18 @@
 """The fleet dashboard on the admin index and GET /api/stats, against the real harness, in Chromium:
 the tiles and the chart, the window switch, a failure promoted from its link, and what a viewer and
-an operator (users of the role groups) each see. The screenshot goes to docs/console/dashboard.png."""
+an operator (users of the role groups) each see. The screenshot (`make screenshots`) goes to docs/console/dashboard.png."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
-from django.conf import settings
 
-from tests.integration.conftest import admin_login, member
+from tests.integration.conftest import admin_login, member, screenshot
 from tests.integration.conftest import log_in as admin_log_in
 from tests.integration.harness import Harness
 
 pytestmark = pytest.mark.integration
-
-DOCS = Path(settings.BASE_DIR) / "docs" / "console"
 
 
 def test_the_fleet_dashboard_and_its_api(browser, tmp_path):
@@ -66,8 +62,7 @@ def test_the_fleet_dashboard_and_its_api(browser, tmp_path):
         assert any(t.endswith("Succeeded: 3") for t in tooltips) and any(t.endswith("Failed: 1") for t in tooltips)
         assert "calculator" in page.inner_text("#by-agent") and "offline" in page.inner_text("#by-model")
         assert failure["id"] in page.inner_text("#latest-failures")
-        DOCS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(DOCS / "dashboard.png"), full_page=True)
+        screenshot(page, "dashboard.png", full_page=True)
 
         # The window switch.
         page.click("#fleet-dashboard .windows a:text-is('7d')")

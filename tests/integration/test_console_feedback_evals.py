@@ -7,24 +7,21 @@ nothing. Comparisons: three `manage.py eval` runs of the starter dataset with a 
 changed between them (once through the ORM as a re-recording would, once in the admin); the
 eval run pages show what became failing and what was fixed with the output diff, the case shows
 its version diffs, and the eval run list and the dataset page draw the pass-rate trend.
-Screenshots go to docs/console/feedback.png and docs/console/eval-compare.png."""
+Screenshots (`make screenshots`) go to docs/console/feedback.png and docs/console/eval-compare.png."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from django.conf import settings
 
-from tests.integration.conftest import admin_login, member
+from tests.integration.conftest import admin_login, member, screenshot
 from tests.integration.conftest import log_in as admin_log_in
 from tests.integration.harness import Harness
 
 pytestmark = pytest.mark.integration
 
-DOCS = Path(settings.BASE_DIR) / "docs" / "console"
 VIEWPORT = {"width": 1280, "height": 900}
 CASE_NAME = "calculator calls calculate with the expression"
 
@@ -111,8 +108,7 @@ def test_feedback_from_the_api_to_a_golden_case(browser: Any, harness: Harness) 
     queue = page.locator("#review-queue")
     assert queue.locator(f"tr[data-run='{wrong}']").count() == 1
     assert queue.locator(f"tr[data-run='{fine}']").count() == 1
-    DOCS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(DOCS / "feedback.png"), full_page=True)
+    screenshot(page, "feedback.png", full_page=True)
     page.click(f"tr[data-run='{wrong}'] a.promote-golden")
     page.wait_for_selector("#promote-form")
     page.fill("#id_dataset", "from-feedback")
@@ -188,8 +184,7 @@ def test_an_eval_run_shows_what_changed_since_the_previous_one(browser: Any, har
     assert change.locator(".eval-diff .del").all_inner_texts() == ["(2 + 3) * 4 = 20"]
     assert change.locator(".eval-diff .add").all_inner_texts() == ["(2 + 3) * 4 = 21"]
     assert "the case was edited between the two evals" in change.inner_text()
-    DOCS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(DOCS / "eval-compare.png"), full_page=False)
+    screenshot(page, "eval-compare.png", full_page=False)
 
     # The third: fixed by the edit, the same output as before.
     page.goto(admin_url(harness, "evals/evalrun", third_id))

@@ -1,7 +1,7 @@
 """The operator console's run page, run list and session page in Chromium, against the real
 harness: a tool error highlighted, the trace tree with a span opened, retry and cancel from
 the page, the list's tool filters, a session as a conversation, a sandbox run's commands.
-Screenshots go to docs/console/."""
+Screenshots (`make screenshots`) go to docs/console/."""
 
 from __future__ import annotations
 
@@ -12,14 +12,12 @@ from typing import Any
 
 import httpx
 import pytest
-from django.conf import settings
 
-from tests.integration.conftest import admin_login
+from tests.integration.conftest import admin_login, screenshot
 from tests.integration.harness import Harness
 
 pytestmark = pytest.mark.integration
 
-DOCS = Path(settings.BASE_DIR) / "docs" / "console"
 VIEWPORT = {"width": 1280, "height": 800}
 # "A typical run fits in two screens."
 MAX_RUN_PAGE_HEIGHT = 1600
@@ -135,8 +133,7 @@ def test_a_tool_error_run_reads_as_a_conversation_with_its_trace(harness, alice,
     generation.locator("summary").click()
     assert "What is 1/0?" in generation.locator(".rc-span-input").inner_text()
     assert "input_tokens" in generation.inner_text() and "cost (USD)" in generation.inner_text()
-    DOCS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(DOCS / "run-page.png"), full_page=True)
+    screenshot(page, "run-page.png", full_page=True)
 
     # The admin's dark theme applies (the page uses its colour variables).
     page.emulate_media(color_scheme="dark")
@@ -202,7 +199,7 @@ def test_the_run_list_filters_on_tools_and_tool_errors(harness, alice, page):
     listed = page.inner_text("#result_list")
     assert broken["id"] in listed and fine["id"] not in listed and text["id"] not in listed
     page.click("#toggle-nav-sidebar")  # room for the list at 1280 px
-    page.screenshot(path=str(DOCS / "run-list.png"), full_page=False)
+    screenshot(page, "run-list.png", full_page=False)
     page.click("#toggle-nav-sidebar")
     page.goto(f"{harness.base_url}/admin/runs/run/")
     page.locator("#changelist-filter a", has_text="text_stats").click()
@@ -230,7 +227,7 @@ def test_a_session_reads_as_its_conversation(harness, alice, page):
     assert "2 + 2 = 4" in turns.nth(0).inner_text() and "calculate" in turns.nth(0).inner_text()
     assert "division by zero" in turns.nth(1).inner_text()
     assert "rc-error" in (turns.nth(1).locator(".rc-tool").get_attribute("class") or "")
-    page.screenshot(path=str(DOCS / "session.png"), full_page=True)
+    screenshot(page, "session.png", full_page=True)
     turns.nth(2).locator(f"text={third['id']}").click()
     page.wait_for_selector("#run-header")
     assert page.inner_text(".rc-id") == third["id"]
