@@ -251,3 +251,17 @@ def test_a_viewer_sees_comparisons_but_cannot_run_or_edit(client, alice, operato
     assert client.get(reverse("admin:evals_evalrun_change", args=[quote(evaluation.pk)])).status_code == 200
     page = client.get(reverse("admin:evals_goldencase_change", args=[quote(case.pk)])).content.decode()
     assert 'id="version-diffs"' in page and 'name="_save"' not in page
+
+
+def test_the_version_diffs_and_the_trend_stop_at_their_settings(alice, operator, settings):
+    settings.HARNESS_EVAL_VERSION_DIFFS = 1
+    settings.HARNESS_EVAL_TREND_RUNS = 2
+    case = promoted(alice, operator, input="What is 5 + 5?")
+    edit(case, operator, name="ten")
+    diffs, more = compare.version_diffs(case)
+    assert [(d.previous, d.version) for d in diffs] == [(1, 2)] and not more  # exactly the limit
+    edit(case, operator, name="ten again")
+    diffs, more = compare.version_diffs(case)
+    assert [(d.previous, d.version) for d in diffs] == [(2, 3)] and more  # one past it
+    runs = [eval_run() for _ in range(3)]
+    assert compare.pass_rate_trend().eval_runs == [runs[1].pk, runs[2].pk]

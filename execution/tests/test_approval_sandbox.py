@@ -126,3 +126,13 @@ def test_a_refund_of_no_finite_amount_asks_a_person_and_is_refused(amount):
 
     assert refund_needs_approval({"amount": float(amount)}) is True
     assert refund("A-1", float(amount), "x").startswith("error:")
+
+
+def test_a_refund_asks_only_above_harness_refund_approval_over_usd(settings):
+    from runs.registry import refund_needs_approval
+
+    settings.HARNESS_REFUND_APPROVAL_OVER_USD = 100
+    assert refund_needs_approval({"amount": 100}) is False  # at the threshold: no
+    assert refund_needs_approval({"amount": 100.01}) is True
+    settings.HARNESS_REFUND_APPROVAL_OVER_USD = 0
+    assert refund_needs_approval({"amount": 0.01}) is True

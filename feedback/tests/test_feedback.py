@@ -374,3 +374,16 @@ def test_the_feedback_list_links_the_queue_and_marks_reviewed(client, alice, ope
     assert "Marked 1 run(s) reviewed." in done.content.decode()
     assert "Needs review (0)" in client.get(changelist).content.decode()
     assert client.get(changelist + "?review=done").status_code == 200
+
+
+def test_the_review_queue_shows_harness_review_queue_page_size_runs_a_page(client, alice, settings):
+    settings.HARNESS_REVIEW_QUEUE_PAGE_SIZE = 2
+    runs = [finished_run(alice) for _ in range(3)]
+    for run in runs:
+        give(run, alice.user, score=-1)
+    client.force_login(with_role("pager", OPERATOR))
+    queue = reverse("admin:feedback_feedback_review")
+    first, second = client.get(queue).content.decode(), client.get(queue, {"p": 2}).content.decode()
+    shown = [[run.pk for run in runs if f'data-run="{run.pk}"' in page] for page in (first, second)]
+    # Newest first: two on the first page (the limit), the third on the next.
+    assert shown == [[runs[1].pk, runs[2].pk], [runs[0].pk]]

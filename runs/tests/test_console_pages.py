@@ -315,6 +315,18 @@ class TestRunPageQueries(TestCase):
         self.assertEqual(response.content.decode().count('<details class="rc-span'), len(run.spans.all()))
         return len(queries)
 
+    def test_each_kind_of_row_stops_at_harness_console_max_rows_and_says_so(self) -> None:
+        client = Client()
+        client.force_login(self.operator)
+        with self.settings(HARNESS_CONSOLE_MAX_ROWS=10):
+            at_limit = client.get(page_url(self.make_big_run(10))).content.decode()
+            over = client.get(page_url(self.make_big_run(11))).content.decode()
+        self.assertEqual(at_limit.count('<details class="rc-span'), 10)
+        self.assertNotIn("only the first 10 spans are shown", at_limit)
+        self.assertEqual(over.count('<details class="rc-span'), 10)
+        self.assertIn("only the first 10 spans are shown", over)
+        self.assertIn("the first 10 entries", over)  # the audit trail
+
     def test_the_count_does_not_grow_with_events_spans_or_audit_rows(self) -> None:
         small, big = self.make_big_run(5), self.make_big_run(200)
         self.assertEqual(self.count(small), self.count(big))
