@@ -36,6 +36,20 @@ def make_principal(username: str, **fields: Any) -> Principal:
     return Principal(user, raw)
 
 
+@pytest.fixture(autouse=True)
+def fresh_agent_catalog() -> Iterator[None]:
+    """Each test loads HARNESS_AGENT_MODULES afresh (tests add agents to runs.registry.AGENTS
+    or change the setting) and reads the published registry afresh."""
+    from execution.catalog import catalog_reset
+    from runs.published import published_clear
+
+    catalog_reset()
+    published_clear()
+    yield
+    catalog_reset()
+    published_clear()
+
+
 @pytest.fixture
 def alice(db: Any) -> Principal:
     return make_principal("alice")

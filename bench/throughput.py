@@ -1048,7 +1048,10 @@ FLOOR_CODE = textwrap.dedent(
     import django
     django.setup()
     from agents import RunConfig, Runner
-    from runs.registry import agent_get
+    try:  # the agents this harness runs (older commits kept them in runs.registry)
+        from execution.catalog import agent_get
+    except ImportError:
+        from runs.registry import agent_get
     try:
         from execution.offline import OfflineModel
     except ImportError:

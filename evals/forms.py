@@ -128,9 +128,10 @@ class GoldenCaseForm(forms.ModelForm):  # type: ignore[type-arg]
         return clean_tools(self.cleaned_data["expected_tools"])
 
     def clean_agent(self) -> str:
-        from runs.registry import agent_names
+        from runs.published import agent_names
 
         agent = self.cleaned_data["agent"]
-        if agent not in agent_names():
-            raise forms.ValidationError(f"unknown agent {agent!r}; valid agents: {', '.join(agent_names())}")
+        names = agent_names()
+        if agent not in names:
+            raise forms.ValidationError(f"unknown agent {agent!r}; valid agents: {', '.join(names)}")
         return agent

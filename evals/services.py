@@ -182,14 +182,15 @@ def eval_run(
     progress: Callable[[EvalResult], None] | None = None,
 ) -> EvalRun:
     """Run every active golden case through the harness's own runner, grade it, store the results."""
-    from runs.registry import agent_names
+    from execution.catalog import catalog
 
+    agent_names = sorted(catalog())  # the agents this process runs the cases with
     if mode not in (REPLAY, LIVE):
         raise EvalError(f"mode must be 'replay' or 'live', not {mode!r}")
     if repeat < 1:
         raise EvalError("repeat must be at least 1")
-    if agent and agent not in agent_names():
-        raise EvalError(f"unknown agent {agent!r}; valid agents: {', '.join(agent_names())}")
+    if agent and agent not in agent_names:
+        raise EvalError(f"unknown agent {agent!r}; valid agents: {', '.join(agent_names)}")
     threshold = settings.HARNESS_EVAL_MIN_PASS_RATE if min_pass_rate is None else min_pass_rate
     if not 0 <= threshold <= 1:
         raise EvalError("the minimum pass rate must be between 0 and 1")

@@ -13,7 +13,7 @@ from django.utils.crypto import salted_hmac
 from execution.models import WorkerBeat
 
 
-def worker_beat(*, worker_id: str, concurrency: int, inflight: int) -> None:
+def worker_beat(*, worker_id: str, concurrency: int, inflight: int, registry_version: str = "") -> None:
     now = timezone.now()
     updated = WorkerBeat.objects.filter(pk=worker_id).update(seen_at=now, inflight=inflight)
     if not updated:
@@ -26,6 +26,7 @@ def worker_beat(*, worker_id: str, concurrency: int, inflight: int) -> None:
             started_at=now,
             seen_at=now,
             key_fingerprint=key_fingerprint(),
+            registry_version=registry_version,
         )
 
 

@@ -45,6 +45,7 @@ from django.db import DatabaseError, close_old_connections, connection
 
 from common.db import db_call, db_call_sync
 from execution.beats import other_keys, worker_beat, worker_gone
+from execution.catalog import catalog_publish, registry_version
 from execution.executor import execute_claimed
 from execution.tracing import tracing_install
 from runs import services
@@ -196,7 +197,15 @@ class Engine:
         for task in (feeder, holder):
             task.add_done_callback(_log_crash)
         try:  # up before it says so: /health/ready counts it from here
-            await self.db(worker_beat, worker_id=self.worker_id, concurrency=self.concurrency, inflight=0)
+            # The agents it runs, for the web to validate runs against (execution.catalog).
+            await self.db(catalog_publish, self.worker_id)
+            await self.db(
+                worker_beat,
+                worker_id=self.worker_id,
+                concurrency=self.concurrency,
+                inflight=0,
+                registry_version=registry_version(),
+            )
             others = await self.db(other_keys, than=self.worker_id)
         except DatabaseError as exc:
             logger.warning("heartbeat not written", extra={"error": type(exc).__name__})
@@ -317,7 +326,11 @@ class Engine:
                 next_beat = time.monotonic() + settings.HARNESS_WORKER_BEAT_SECONDS
                 try:
                     db_call_sync(
-                        worker_beat, worker_id=self.worker_id, concurrency=self.concurrency, inflight=len(self.inflight)
+                        worker_beat,
+                        worker_id=self.worker_id,
+                        concurrency=self.concurrency,
+                        inflight=len(self.inflight),
+                        registry_version=registry_version(),
                     )
                 except DatabaseError as exc:
                     logger.warning("watcher: heartbeat not written", extra={"error": type(exc).__name__})

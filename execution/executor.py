@@ -22,13 +22,16 @@ from typing import TYPE_CHECKING, Any
 
 from agents import (
     Agent,
+    InputGuardrailTripwireTriggered,
     ItemHelpers,
     MaxTurnsExceeded,
     Model,
     ModelProvider,
     ModelSettings,
     MultiProvider,
+    OutputGuardrailTripwireTriggered,
     RunConfig,
+    RunContextWrapper,
     Runner,
 )
 from agents.models.openai_provider import OpenAIProvider
@@ -45,15 +48,16 @@ from common.limits import clip_data, clip_text
 from common.text import safe_text
 from execution.budget import BudgetExceeded, RunMeter
 from execution.cassette import CassetteModel, RecordingModel, ReplayDiverged
+from execution.catalog import CatalogAgent, CatalogError, agent_get, catalog, mcp_servers, registry_version
 from execution.memory import RunMemory
-from execution.offline import OFFLINE_MODEL, OfflineModel
+from execution.offline import OFFLINE_MODEL, OfflineModel, OfflineScriptError
 from execution.tracing import processor, trace_rows
+from harness.agents import OfflineScript, RunContext
 from harness_site.logs import run_logging_context
-from harness_site.redaction import redact
+from harness_site.redaction import redact, redact_data
 from harness_site.telemetry import run_span
 from runs import events, services
 from runs.models import Run
-from runs.registry import AgentSpec, agent_get
 from sandboxes.services import OpenSandbox, SandboxError, sandbox_close, sandbox_open, sandbox_suspend
 
 if TYPE_CHECKING:
@@ -67,19 +71,29 @@ class ModelUnavailable(Exception):
 
 
 def agent_for_run(
-    spec: AgentSpec, model: str, replay: list[dict[str, Any]] | None = None, meter: RunMeter | None = None
+    spec: CatalogAgent,
+    model: str,
+    replay: list[dict[str, Any]] | None = None,
+    meter: RunMeter | None = None,
+    script: dict[str, Any] | None = None,
 ) -> tuple[Agent[Any], ModelProvider, RecordingModel]:
     """The SDK agent for this run, the provider behind it, and the recorder of its model calls
-    (which asks `meter` before each call and tells it each call's usage).
+    (which asks `meter` before each call and tells it each call's usage). The recorder answers
+    for every agent of the run (handoffs too): the run's config names it as the model.
 
-    With `replay`, the recorded model responses answer instead of the model.
+    With `replay`, the recorded model responses answer instead of the model; `script` is the
+    run's own offline script (model "offline").
     """
     inner: Model
     provider: ModelProvider = MultiProvider()
     if replay is not None:
         inner = CassetteModel(replay)
     elif model == OFFLINE_MODEL:
-        inner = OfflineModel(spec, delay_ms=settings.HARNESS_OFFLINE_DELAY_MS)
+        inner = OfflineModel(
+            spec,
+            delay_ms=settings.HARNESS_OFFLINE_DELAY_MS,
+            script=OfflineScript.from_data(script) if script is not None else None,
+        )
     else:
         if not settings.OPENAI_API_KEY:
             raise ModelUnavailable(
@@ -250,7 +264,7 @@ async def execute_claimed(
         ) as span,
     ):
         logger.info("run started", extra={"agent": run.agent, "model": run.model, "attempt": run.attempts})
-        spec = agent_get(run.agent)
+        spec, missing = _catalog_agent(run.agent)
         writer = EventWriter(run.id, handle.token, engine)
         memory = RunMemory(run.session_id, history=claim.history)
         resume: Resume | None = claim.resume
@@ -258,9 +272,7 @@ async def execute_claimed(
             _memory_resumed(memory, resume.memory)
         pause: Pause | None = None
         if spec is None:
-            outcome = services.RunOutcome(
-                status=Run.Status.FAILED, error=f"agent {run.agent!r} is no longer in the registry"
-            )
+            outcome = services.RunOutcome(status=Run.Status.FAILED, error=missing)
         else:
             outcome, pause = await _run_agent(engine, handle, run, spec, writer, memory, replay, resume)
         if outcome.output is not None:
@@ -311,6 +323,62 @@ async def execute_claimed(
         return outcome.status if recorded else None
 
 
+def _catalog_agent(name: str) -> tuple[CatalogAgent | None, str]:
+    """The agent a run names, from this worker's agents, or why this worker cannot run it."""
+    try:
+        spec = agent_get(name)
+    except CatalogError as exc:
+        return None, f"this worker cannot load HARNESS_AGENT_MODULES: {exc}"
+    if spec is not None:
+        return spec, ""
+    return None, (
+        f"agent {name!r} is not among this worker's agents (registry {registry_version()}: "
+        f"{', '.join(sorted(catalog()))}); it was published by a worker running other code "
+        "(a deploy in progress?). Retry the run once every worker runs the same agents."
+    )
+
+
+def _jsonable(value: Any) -> Any:
+    """A structured final output (a pydantic model, a dataclass, ...) as JSON data."""
+    import dataclasses
+
+    from pydantic import TypeAdapter
+
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json")
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return TypeAdapter(type(value)).dump_python(value, mode="json")
+    try:
+        return TypeAdapter(type(value)).dump_python(value, mode="json")
+    except Exception:
+        return str(value)
+
+
+def _final_output(output: Any) -> services.RunOutcome:
+    """A succeeded run's outcome: text as it is, a structured output as JSON (and its text)."""
+    import json
+
+    if isinstance(output, str):
+        return services.RunOutcome(status=Run.Status.SUCCEEDED, output=output)
+    data = _jsonable(output)
+    return services.RunOutcome(
+        status=Run.Status.SUCCEEDED, output=json.dumps(data, ensure_ascii=False), output_json=data
+    )
+
+
+def _guardrail_outcome(exc: InputGuardrailTripwireTriggered | OutputGuardrailTripwireTriggered) -> services.RunOutcome:
+    kind = "input" if isinstance(exc, InputGuardrailTripwireTriggered) else "output"
+    result = exc.guardrail_result
+    name = result.guardrail.get_name()
+    info = result.output.output_info
+    facts = {"kind": kind, "guardrail": name, "output_info": clip_data(_jsonable(info) if info is not None else None)}
+    return services.RunOutcome(
+        status=Run.Status.FAILED,
+        error=f"guardrail_tripped: the {kind} guardrail {name!r} tripped",
+        guardrail=redact_data(facts),
+    )
+
+
 def _memory_resumed(memory: RunMemory, stash: dict[str, Any]) -> None:
     """The run's view of its conversation as it was when it paused: what it added then is not
     yet stored (it is written once, with the outcome), so it is added to the view here."""
@@ -326,11 +394,11 @@ class ApprovalMissing(Exception):
     """A resumed run's state waits on a call nobody decided (never expected: said plainly)."""
 
 
-async def _restored_state(agent: Agent[Any], resume: Resume) -> Any:
+async def _restored_state(agent: Agent[Any], resume: Resume, context: RunContext) -> Any:
     """The stored RunState (written by a worker, never by a client) with the decisions applied."""
     from agents.run_state import RunState
 
-    state = await RunState.from_string(agent, resume.state)
+    state = await RunState.from_string(agent, resume.state, context_override=RunContextWrapper(context=context))
     for item in state.get_interruptions():
         call_id = _call_id(item.raw_item)
         decision = resume.decisions.get(call_id)
@@ -445,7 +513,7 @@ async def _run_agent(
     engine: Engine,
     handle: InFlight,
     run: Run,
-    spec: AgentSpec,
+    spec: CatalogAgent,
     writer: EventWriter,
     memory: RunMemory,
     replay: list[dict[str, Any]] | None,
@@ -464,14 +532,30 @@ async def _run_agent(
     )
     if resume is not None:
         _meter_resumed(meter, carried)
+    servers: list[Any] = []
+    context = RunContext(
+        run_id=run.id,
+        session_id=run.session_id,
+        agent=spec.name,
+        model=run.model,
+        principal_id=run.owner_id,
+        attempt=run.attempts,
+    )
+    timeout = settings.HARNESS_RUN_TIMEOUT_SECONDS
+    if spec.timeout_seconds is not None:
+        timeout = min(timeout, spec.timeout_seconds)
     try:
-        agent, provider, recorder = agent_for_run(spec, run.model, replay, meter)
+        agent, provider, recorder = agent_for_run(spec, run.model, replay, meter, run.offline_script)
+        for server in mcp_servers(agent):  # the run's own MCP servers (a factory built them for it)
+            await server.connect()
+            servers.append(server)
         if spec.sandbox:
             snapshot_key = resume.snapshot_key if resume is not None else ""
             sandbox = await _sandbox_open(run, spec, handle.token, writer, snapshot_key=snapshot_key)
             # The sandbox seconds a run may use count the time its earlier sandboxes were up.
             meter.sandbox_started = time.monotonic() - float(carried.get("sandbox_seconds") or 0)
         run_config = RunConfig(
+            model=recorder,
             model_provider=provider,
             workflow_name=f"harness:{spec.name}",
             trace_id=trace_id,
@@ -485,15 +569,17 @@ async def _run_agent(
         start: Any = run.input
         tool_names: dict[str, str] = {}
         if resume is not None:
-            start = await _restored_state(agent, resume)
+            start = await _restored_state(agent, resume, context)
             tool_names.update(carried.get("tools") or {})
             if carried.get("trace_export"):
                 processor.on_trace_start(_ResumedTrace(trace_id, carried["trace_export"]))
-        result = Runner.run_streamed(agent, start, session=memory, run_config=run_config, max_turns=limits.max_turns)
+        result = Runner.run_streamed(
+            agent, start, context=context, session=memory, run_config=run_config, max_turns=limits.max_turns
+        )
         handle.result = result
         if handle.stopped:
             result.cancel(mode="immediate")
-        async with asyncio.timeout(settings.HARNESS_RUN_TIMEOUT_SECONDS):
+        async with asyncio.timeout(timeout):
             async for sdk_event in result.stream_events():
                 if sdk_event.type == "raw_response_event":
                     if getattr(sdk_event.data, "type", "") == "response.output_text.delta":
@@ -521,17 +607,18 @@ async def _run_agent(
             )
             outcome = services.RunOutcome(status=Run.Status.AWAITING_APPROVAL)
         else:
-            output = result.final_output
-            outcome = services.RunOutcome(
-                status=Run.Status.SUCCEEDED, output=output if isinstance(output, str) else str(output)
-            )
+            outcome = _final_output(result.final_output)
     except TimeoutError:
         if result is not None:
             result.cancel(mode="immediate")
-        seconds = settings.HARNESS_RUN_TIMEOUT_SECONDS
-        outcome = services.RunOutcome(
-            status=Run.Status.FAILED, error=f"Run timed out after {seconds:g} s (HARNESS_RUN_TIMEOUT_SECONDS)."
+        which = (
+            f"agent {spec.name!r}'s timeout_seconds"
+            if timeout < settings.HARNESS_RUN_TIMEOUT_SECONDS
+            else "HARNESS_RUN_TIMEOUT_SECONDS"
         )
+        outcome = services.RunOutcome(status=Run.Status.FAILED, error=f"Run timed out after {timeout:g} s ({which}).")
+    except (InputGuardrailTripwireTriggered, OutputGuardrailTripwireTriggered) as exc:
+        outcome = _guardrail_outcome(exc)
     except BudgetExceeded as exc:
         outcome = services.RunOutcome(status=Run.Status.FAILED, error=str(exc), budget=exc.facts)
     except MaxTurnsExceeded:
@@ -541,12 +628,17 @@ async def _run_agent(
             max_turns=limits.max_turns,
         )
         outcome = services.RunOutcome(status=Run.Status.FAILED, error=str(exceeded), budget=exceeded.facts)
-    except (ModelUnavailable, SandboxError, ReplayDiverged) as exc:
+    except (ModelUnavailable, SandboxError, ReplayDiverged, OfflineScriptError) as exc:
         outcome = services.RunOutcome(status=Run.Status.FAILED, error=str(exc))
     except Exception as exc:
         logger.exception("run failed")
         outcome = services.RunOutcome(status=Run.Status.FAILED, error=redact(f"{type(exc).__name__}: {exc}"))
     finally:
+        for server in reversed(servers):
+            try:
+                await server.cleanup()
+            except Exception:
+                logger.warning("MCP server did not stop cleanly", extra={"server": server.name}, exc_info=True)
         if sandbox is not None:
             # However the run ended: outputs become artifacts, then the sandbox is destroyed.
             reason = _ending(outcome, handle.stopped)
@@ -597,7 +689,7 @@ async def _cap_output(engine: Engine, run: Run, outcome: services.RunOutcome, wo
 
 
 async def _sandbox_open(
-    run: Run, spec: AgentSpec, worker_id: str, writer: EventWriter, *, snapshot_key: str = ""
+    run: Run, spec: CatalogAgent, worker_id: str, writer: EventWriter, *, snapshot_key: str = ""
 ) -> OpenSandbox:
     opened = await sandbox_open(run=run, worker_id=worker_id, tools=spec.tool_names, snapshot_key=snapshot_key)
     writer.emit(
@@ -619,15 +711,20 @@ def _ending(outcome: services.RunOutcome | None, stopped: str | None) -> str:
 
 
 def warm_up() -> None:
-    """Run each registry agent once on the offline model, in memory, with tracing off."""
-    from runs.registry import AGENTS
+    """Run each agent once on the offline model, in memory, with tracing off (not those with a
+    sandbox or MCP servers: they need processes; the agent loop they share is warmed by the others)."""
 
     async def warm() -> None:
-        for spec in AGENTS.values():
-            if spec.sandbox:
-                continue  # needs a sandbox; the agent loop it shares is warmed by the others
-            agent = spec.build(OfflineModel(spec))
-            await Runner.run(agent, "What is 1 + 1?", run_config=RunConfig(tracing_disabled=True))
+        for spec in catalog().values():
+            if spec.sandbox or spec.facts.get("mcp_servers"):
+                continue
+            model = OfflineModel(spec)
+            try:
+                await Runner.run(
+                    spec.build(model), "What is 1 + 1?", run_config=RunConfig(model=model, tracing_disabled=True)
+                )
+            except Exception as exc:  # a guardrail, a script that wants other input: warm enough
+                logger.debug("warm-up run ended early", extra={"agent": spec.name, "error": type(exc).__name__})
 
     asyncio.run(warm())
 

@@ -18,6 +18,9 @@ class WorkerBeat(models.Model):
     # A digest of the worker's SECRET_KEY (never the key): the web process compares it with
     # its own, since links and tokens a worker signs are checked by the web.
     key_fingerprint = models.CharField(max_length=16, blank=True, default="")
+    # A digest of the agents this process runs (execution.catalog.registry_version): workers
+    # that differ run different code (a deploy in progress).
+    registry_version = models.CharField(max_length=16, blank=True, default="")
 
     class Meta:
         ordering = ["-seen_at"]
@@ -25,3 +28,25 @@ class WorkerBeat(models.Model):
 
     def __str__(self) -> str:
         return self.worker_id
+
+
+class PublishedAgent(models.Model):
+    """An agent the run engine's workers run, as they published it (execution.catalog): the
+    web process validates runs and answers GET /api/agents from these rows, without
+    importing the agents' code. The newest publisher's registry replaces the previous one."""
+
+    name = models.CharField(primary_key=True, max_length=64)
+    description = models.TextField()
+    # Tools, models, sandbox, approvals, maxima, timeout, module and the SDK features used.
+    spec = models.JSONField(default=dict)
+    # A digest of the declaration and of its module's source: it changes with the code.
+    version = models.CharField(max_length=16)
+    publisher = models.CharField(max_length=100)
+    published_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = "published agent"
+
+    def __str__(self) -> str:
+        return self.name

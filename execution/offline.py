@@ -30,7 +30,8 @@ from openai.types.responses import (
 )
 from openai.types.responses.response_usage import InputTokensDetails, OutputTokensDetails
 
-from runs.registry import AgentSpec
+from execution.catalog import CatalogAgent
+from harness.agents import OfflineScript
 
 OFFLINE_MODEL = "offline"
 # The sandbox shell tools' answer while a command is still going (agents.sandbox shell_tool).
@@ -100,6 +101,8 @@ class StepModel(Model):
 
     model_name = OFFLINE_MODEL
     delay = 0.0
+    # The tool names of the current call's handoffs (transfer_to_<agent>), set per call.
+    handoff_names: tuple[str, ...] = ()
 
     def _step(self, system_instructions: str | None, input: Any, tools: list[Any]) -> ModelStep:
         raise NotImplementedError
@@ -134,6 +137,7 @@ class StepModel(Model):
         conversation_id: str | None = None,
         prompt: Any = None,
     ) -> ModelResponse:
+        self.handoff_names = tuple(getattr(handoff, "tool_name", "") for handoff in handoffs)
         step = self._step(system_instructions, input, tools)
         with self._span(step, input, tracing):
             return await ScriptedModel([step]).get_response(
@@ -163,6 +167,7 @@ class StepModel(Model):
         conversation_id: str | None = None,
         prompt: Any = None,
     ) -> AsyncIterator[TResponseStreamEvent]:
+        self.handoff_names = tuple(getattr(handoff, "tool_name", "") for handoff in handoffs)
         step = self._step(system_instructions, input, tools)
         with self._span(step, input, tracing):
             events = ScriptedModel([step]).stream_response(
@@ -190,13 +195,26 @@ class StepModel(Model):
                     yield event.model_copy(update={"delta": chunk})
 
 
+class OfflineScriptError(Exception):
+    """An offline script asks for a tool the agent does not offer at that point."""
+
+
 class OfflineModel(StepModel):
-    def __init__(self, spec: AgentSpec, *, delay_ms: int = 0) -> None:
+    """Drives `spec` from its offline plan, its declared script, or `script` (a run's own)."""
+
+    def __init__(self, spec: CatalogAgent, *, delay_ms: int = 0, script: OfflineScript | None = None) -> None:
         self.spec = spec
         self.delay = delay_ms / 1000
+        self.script = script
+        self.instructions = ""
 
     def _span_config(self) -> dict[str, Any]:
         return {"agent": self.spec.name}
+
+    @property
+    def scripted(self) -> bool:
+        """Following a script (a run's, or an entry's): a step it cannot take is an error."""
+        return self.script is not None or self.spec.facts.get("kind") == "entry"
 
     def respond(self, items: list[Any], tool_names: set[str]) -> list[TResponseOutputItem]:
         """The whole decision: what this model answers to this input. Pure and deterministic.
@@ -224,8 +242,14 @@ class OfflineModel(StepModel):
             # next step, so each block ends before the next starts.
             arguments = {"session_id": int(running.group(1)), "chars": "", "yield_time_ms": POLL_YIELD_MS}
             return [function_call("write_stdin", arguments, call_id=f"call_{turn}_poll_{len(outputs)}")]
-        steps = self.spec.offline_steps(user_text)
+        steps = self.spec.offline_steps(user_text, self.script)
         done = sum(1 for output in outputs if not _STILL_RUNNING.search(_text_of(output)))
+        if done < len(steps) and steps[done].name not in tool_names and self.scripted:
+            offered = ", ".join(sorted(tool_names)) or "none"
+            raise OfflineScriptError(
+                f"offline script step {done + 1} calls {steps[done].name!r}, which the agent does not offer "
+                f"at that point (it offers: {offered})"
+            )
         if done < len(steps) and steps[done].name in tool_names:
             step, index = steps[done], done
             digest = hashlib.sha256(f"{turn}:{index}:{step.name}:{user_text}".encode()).hexdigest()[:16]
@@ -241,11 +265,16 @@ class OfflineModel(StepModel):
                     )
                 ]
             return [function_call(step.name, step.arguments, call_id=call_id)]
-        return [assistant_message(self.spec.offline_reply(user_text, last_output, turn), item_id=f"msg_{turn}_a")]
+        reply = self.spec.offline_reply(
+            user_text, last_output, turn, instructions=self.instructions, script=self.script
+        )
+        return [assistant_message(reply, item_id=f"msg_{turn}_a")]
 
     def _step(self, system_instructions: str | None, input: Any, tools: list[Any]) -> ModelStep:
         items = [{"role": "user", "content": input}] if isinstance(input, str) else list(input)
-        output = self.respond(items, {getattr(tool, "name", "") for tool in tools})
+        self.instructions = system_instructions or ""
+        offered = {getattr(tool, "name", "") for tool in tools} | set(self.handoff_names)
+        output = self.respond(items, offered)
         input_tokens = _tokens([system_instructions, items])
         output_tokens = _tokens([item.model_dump() for item in output])
         usage = Usage(

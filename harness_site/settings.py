@@ -69,6 +69,7 @@ INSTALLED_APPS = [
     "ninja",
     "django_q",
     "harness_site.apps.HarnessSiteConfig",
+    "harness",
     "audit",
     "accounts",
     "runs",
@@ -387,6 +388,13 @@ if HARNESS_SANDBOX_APPROVAL not in {"never", "always"}:
     )
 # The refunds agent's refund tool waits for a person above this amount (USD).
 HARNESS_REFUND_APPROVAL_OVER_USD = env_float("HARNESS_REFUND_APPROVAL_OVER_USD", 100, minimum=0)
+
+# --- Agents ----------------------------------------------------------------------
+# The modules (dotted paths, comma-separated) that declare the agents the workers run
+# (execution/catalog.py); the built-in demo agents by default. Only execution processes import them.
+HARNESS_AGENT_MODULES = env_str("HARNESS_AGENT_MODULES", "runs.registry")
+# How long the web process trusts what it last read of the published registry (seconds).
+HARNESS_AGENT_REGISTRY_TTL_SECONDS = env_float("HARNESS_AGENT_REGISTRY_TTL_SECONDS", 2.0, minimum=0)
 
 # --- Evals ----------------------------------------------------------------------
 # `manage.py eval` (and the nightly eval) fails when fewer than this share of cases pass.

@@ -6,7 +6,7 @@ from typing import Literal
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from ninja import Field, Query, Router, Schema, Status
-from ninja.errors import HttpError
+from ninja.errors import HttpError, ValidationError
 
 from accounts.auth import async_api_key_auth
 from accounts.idempotency import idempotency_key_of, idempotent_create, request_hash
@@ -17,7 +17,7 @@ from common.text import SafeStr, text_problem
 from harness_site.telemetry import current_context, current_ids, set_current_attributes
 from runs import services
 from runs.models import Run
-from runs.registry import AGENTS
+from runs.published import UnknownAgent, agent_check, published_agents, published_version
 from runs.schemas import AgentsOut, BudgetErrorOut, ErrorOut, RunIn, RunOut, RunPage, model_unavailable
 from runs.selectors import run_get_for_principal, run_list_for_principal
 from runs.streams import stream_token_issue
@@ -31,6 +31,11 @@ class RunFilter(Schema):
     session_id: SafeStr | None = None
     limit: int = Field(50, ge=1, le=200)
     cursor: SafeStr | None = None
+
+
+def _invalid(field: str, message: str) -> None:
+    """A 422 in the shape of every invalid-input answer, naming the field."""
+    raise ValidationError([{"type": "value_error", "loc": ["body", "payload", field], "msg": message}])
 
 
 def get_run_or_404(request: HttpRequest, run_id: str) -> Run:
@@ -68,6 +73,12 @@ async def create_run(request: HttpRequest, payload: RunIn, response: HttpRespons
     unavailable = model_unavailable(payload.model_or_default)
     if unavailable:  # refused now, not failed after a 202
         raise HttpError(422, f"model: {unavailable}")
+    if payload.offline_script is not None and payload.model_or_default != "offline":
+        _invalid("offline_script", f'only for model "offline" (this run is on {payload.model_or_default!r})')
+    try:  # against what the workers published (a query at most every HARNESS_AGENT_REGISTRY_TTL_SECONDS)
+        await db_call(agent_check, payload.agent, payload.model_or_default)
+    except UnknownAgent as exc:
+        _invalid("agent", str(exc))
     key = idempotency_key_of(request.headers)
     ids, carrier = current_ids(), current_context()  # the request's span, read on its own task
     owner = request.auth  # type: ignore[attr-defined]
@@ -83,6 +94,7 @@ async def create_run(request: HttpRequest, payload: RunIn, response: HttpRespons
             session_id=payload.session_id,
             files=payload.files,
             limits=payload.requested_limits(),
+            offline_script=payload.offline_script,
             trace_context=carrier,
             otel_trace_id=ids[0] if ids else "",
         )
@@ -177,11 +189,31 @@ def create_stream_token(request: HttpRequest, run_id: SafeStr) -> dict[str, obje
 
 @router.get("/agents", response=AgentsOut, summary="The agents and models you may run")
 def list_agents(request: HttpRequest) -> dict[str, object]:
+    """What the run engine's workers published they run (never this process's own idea of it),
+    and whether every live worker runs that same registry."""
+    from execution.beats import live_workers
+
+    agents = published_agents()
+    version = published_version(agents)
+    workers = [
+        {"worker_id": worker.worker_id, "registry_version": worker.registry_version} for worker in live_workers()
+    ]
     return {
         "agents": [
-            {"name": spec.name, "description": spec.description, "tools": spec.tool_names, "sandbox": spec.sandbox}
-            for spec in sorted(AGENTS.values(), key=lambda spec: spec.name)
+            {
+                "name": agent.name,
+                "description": agent.description,
+                "tools": agent.tools,
+                "sandbox": agent.sandbox,
+                "models": agent.models,
+                "version": agent.version,
+                "spec": agent.spec,
+            }
+            for agent in agents.values()
         ],
+        "registry_version": version,
+        "workers": workers,
+        "consistent": all(worker["registry_version"] == version for worker in workers),
         "models": settings.HARNESS_ALLOWED_MODELS,
         "default_model": settings.HARNESS_MODEL,
         "openai_configured": bool(settings.OPENAI_API_KEY),

@@ -59,11 +59,11 @@ def called_tool_runs(name: str) -> Q:
 
 
 def tool_names_seen(limit: int = 100) -> list[str]:
-    """The tool names a filter offers: every registry agent's tools, and those function
-    spans recorded (a tool since removed from the registry), at most `limit` of them."""
-    from runs.registry import AGENTS
+    """The tool names a filter offers: every published agent's tools, and those function
+    spans recorded (a tool since removed), at most `limit` of them."""
+    from runs.published import published_agents
 
-    names = {name for spec in AGENTS.values() for name in spec.tool_names}
+    names = {name for agent in published_agents().values() for name in agent.tools}
     seen = Span.objects.filter(kind="function").exclude(name="").order_by().values_list("name", flat=True)
     names.update(seen.distinct()[:limit])
     return sorted(names)[:limit]

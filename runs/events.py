@@ -36,6 +36,8 @@ HANDOFF = "handoff"
 SANDBOX_STARTED = "sandbox.started"
 SANDBOX_STOPPED = "sandbox.stopped"
 BUDGET_EXCEEDED = "run.budget_exceeded"
+# An input or output guardrail of the agent tripped: the run fails (guardrail_tripped).
+GUARDRAIL_TRIPPED = "run.guardrail_tripped"
 # Human approval of tool calls (approvals/): a call waits for a person, a person (or the
 # expiry, or a cancel) decides it, and a worker takes the run up again.
 APPROVAL_REQUESTED = "approval.requested"

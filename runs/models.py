@@ -75,6 +75,10 @@ class Run(models.Model):
     input_files = models.JSONField(default=list, blank=True)
     status = models.CharField(max_length=24, choices=Status.choices, default=Status.QUEUED, db_index=True)
     output = models.TextField(null=True, blank=True)  # noqa: DJ001 (null: no output yet; "" is an empty answer)
+    # An agent with a structured output type (the SDK's output_type): its output as JSON.
+    output_json = models.JSONField(null=True, blank=True)
+    # Model "offline" only: the script the offline model follows (harness.OfflineScript), from the request.
+    offline_script = models.JSONField(null=True, blank=True)
     error = models.TextField(blank=True)
     usage = models.JSONField(default=dict, blank=True)
     total_tokens = models.PositiveBigIntegerField(default=0)

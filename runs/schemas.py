@@ -9,7 +9,7 @@ from pydantic import JsonValue, field_validator
 
 from approvals.schemas import ApprovalOut
 from common.text import SafeStr
-from runs.registry import agent_names
+from harness.agents import OfflineScript, ScriptError
 
 # Some text that is not blank, with no NUL or lone surrogate (common.text.SafeStr).
 INPUT_PATTERN = "^[^\\x00]*[^\\x00\\s][^\\x00]*$"
@@ -22,8 +22,8 @@ class RunIn(Schema):
     )
     agent: SafeStr = Field(
         "assistant",
-        description="A registry agent name; GET /api/agents lists them.",
-        json_schema_extra={"enum": list[JsonValue](agent_names())},
+        description="An agent the workers run; GET /api/agents lists them (else 422, naming the valid ones).",
+        max_length=64,
     )
     model: SafeStr | None = Field(None, description="A model name; defaults to HARNESS_MODEL. 'offline' needs no key.")
     session_id: SafeStr | None = Field(None, description="Continue this session's conversation.")
@@ -60,12 +60,22 @@ class RunIn(Schema):
             raise ValueError("input must not be empty")
         return value
 
-    @field_validator("agent")
+    offline_script: dict[str, JsonValue] | None = Field(
+        None,
+        description='Model "offline" only: how the offline model drives the agent, '
+        '{"steps": [{"tool": "name", "arguments": {...}}], "answer": "text or JSON"}; the answer may use '
+        "{input}, {output} (the last tool output), {instructions} and {agent}. "
+        "Without it the agent's own declared script (if any) is used.",
+    )
+
+    @field_validator("offline_script")
     @classmethod
-    def agent_known(cls, value: str) -> str:
-        names = agent_names()
-        if value not in names:
-            raise ValueError(f"unknown agent {value!r}; valid agents: {', '.join(names)}")
+    def offline_script_shape(cls, value: dict[str, JsonValue] | None) -> dict[str, JsonValue] | None:
+        if value is not None:
+            try:
+                OfflineScript.from_data(value)
+            except ScriptError as exc:
+                raise ValueError(str(exc).removeprefix("offline_script").lstrip(": ") or str(exc)) from None
         return value
 
     @field_validator("model")
@@ -127,6 +137,9 @@ class RunOut(Schema):
     input: str
     files: list[str]
     output: str | None
+    output_json: JsonValue = Field(
+        None, description="An agent with a structured output type: its output as JSON (else null)."
+    )
     error: str | None
     usage: UsageOut
     cost_usd: str | None = Field(
@@ -191,10 +204,26 @@ class AgentOut(Schema):
     description: str
     tools: list[str]
     sandbox: bool = Field(description="Runs commands in an isolated sandbox; accepts files.")
+    models: list[str] | None = Field(description="The models it runs on; null: any of `models`.")
+    version: str = Field(description="A digest of its declaration and code, as the workers published it.")
+    spec: dict[str, JsonValue] = Field(
+        description="What the workers published: module, handoffs, output_type, guardrails, mcp_servers, "
+        "approvals, maxima, timeout_seconds, ..."
+    )
+
+
+class WorkerRegistryOut(Schema):
+    worker_id: str
+    registry_version: str
 
 
 class AgentsOut(Schema):
     agents: list[AgentOut]
+    registry_version: str = Field(description="A digest of the published agents' versions.")
+    workers: list[WorkerRegistryOut] = Field(
+        description="Live workers and the registry each runs: during a deploy some may run another one."
+    )
+    consistent: bool = Field(description="Every live worker runs the published registry.")
     models: list[str]
     default_model: str
     openai_configured: bool = Field(description="False: OPENAI_API_KEY is not set, so only the offline model runs.")

@@ -46,11 +46,11 @@ class InvalidFiles(RunServiceError):
 
 def _check_input_files(*, owner: User, agent: str, files: list[str]) -> None:
     from artifacts.models import Artifact
-    from runs.registry import agent_get
+    from runs.published import published_get
 
     if not files:
         return
-    spec = agent_get(agent)
+    spec = published_get(agent)
     if spec is None or not spec.sandbox:
         raise InvalidFiles(f"files: agent {agent!r} has no sandbox to put files in; use a sandbox agent such as coder")
     ready = set(
@@ -122,6 +122,7 @@ def run_create(
     trace_context: dict[str, str] | None = None,
     otel_trace_id: str = "",
     retry_of: Run | None = None,
+    offline_script: dict[str, Any] | None = None,
 ) -> Run:
     """Create a queued run (in a new session, or continuing one of the owner's).
 
@@ -133,13 +134,13 @@ def run_create(
     carries the request's OpenTelemetry context to the worker.
     """
     from billing.services import budget_check_create, budget_for_update, limits_resolve
-    from runs.registry import agent_get
+    from runs.published import published_get
 
     files = list(files or [])
     _check_input_files(owner=owner, agent=agent, files=files)
     budget = budget_for_update(owner.pk)
     budget_check_create(owner_id=owner.pk, budget=budget)
-    spec = agent_get(agent)
+    spec = published_get(agent)
     run_limits = limits_resolve(
         model=model, budget=budget, agent_maxima=spec.maxima if spec else None, **(limits or {})
     )
@@ -169,6 +170,7 @@ def run_create(
         trace_context=trace_context or {},
         otel_trace_id=otel_trace_id,
         retry_of=retry_of,
+        offline_script=offline_script,
     )
     _record(
         run_id=run.id,
@@ -182,6 +184,7 @@ def run_create(
             "input_chars": len(input),
             "limits": run_limits.as_json(),
             **({"files": files} if files else {}),
+            **({"offline_script": True} if offline_script is not None else {}),
         },
     )
     if enqueue:
@@ -323,6 +326,7 @@ CLAIM_FIELDS = (
     "input",
     "input_files",
     "status",
+    "offline_script",  # (in the model's field order: Run.from_db reads them so)
     "limits",
     "created_at",
     "started_at",
@@ -413,6 +417,10 @@ class RunOutcome:
     charged: Decimal = Decimal(0)
     # The limit the run reached (billing.services.RunLimits), when it was stopped by one.
     budget: dict[str, Any] | None = None
+    # An agent with a structured output type: its output as JSON.
+    output_json: Any = None
+    # The guardrail that ended the run (its kind, name and what it reported), when one tripped.
+    guardrail: dict[str, Any] | None = None
     otel_trace_id: str = ""
 
 
@@ -455,19 +463,24 @@ def run_finish(
         cost["otel_trace_id"] = outcome.otel_trace_id
     cost_text = None if outcome.cost_usd is None else str(outcome.cost_usd)
     data: dict[str, Any] = {"status": outcome.status, "usage": usage, "cost_usd": cost_text}
+    output_json = redact_data(safe_data(outcome.output_json)) if outcome.output_json is not None else None
     if outcome.status == Run.Status.SUCCEEDED:
         data["output"] = output
+        if output_json is not None:
+            data["output_json"] = output_json
         if outcome.output_truncated:
             data["truncated"] = True
             data["output_artifact_id"] = outcome.output_artifact_id
     else:
         data["error"] = error
     budget = [(events.BUDGET_EXCEEDED, outcome.budget)] if outcome.budget else []
-    batch = [*(pending or []), *budget, (events.FINAL_TYPES[Run.Status(outcome.status)], data)]
+    guardrail = [(events.GUARDRAIL_TRIPPED, outcome.guardrail)] if outcome.guardrail else []
+    batch = [*(pending or []), *budget, *guardrail, (events.FINAL_TYPES[Run.Status(outcome.status)], data)]
     fields = {
         **cost,
         "status": outcome.status,
         "output": output,
+        "output_json": output_json,
         "error": error,
         "usage": usage,
         "finished_at": timezone.now(),
@@ -491,6 +504,15 @@ def run_finish(
             target_id=run_id,
             run_id=run_id,
             data=outcome.budget,
+        )
+    if outcome.guardrail:
+        audit_record(
+            action="run.guardrail_tripped",
+            actor=Actor.worker(worker_id),
+            target_type="run",
+            target_id=run_id,
+            run_id=run_id,
+            data=outcome.guardrail,
         )
     audit_record(
         action=f"run.{outcome.status}",
@@ -655,6 +677,7 @@ def run_retry(*, run: Run, actor: Actor) -> Run:
         origin="retry",
         limits=asked,
         retry_of=original,
+        offline_script=original.offline_script,
     )
     audit_record(
         action="run.retried",

@@ -16,6 +16,7 @@ from conftest import make_run
 from evals.models import Dataset, EvalRun, GoldenCase, GoldenCaseVersion
 from evals.services import LIVE_ONLY_REASON, EvalError, eval_run, golden_promote, golden_save
 from execution.executor import run_execute
+from execution.catalog import catalog_reset
 from runs import registry
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -96,6 +97,7 @@ def test_a_changed_prompt_or_tool_set_diverges_clearly(alice, operator, monkeypa
     promoted(alice, operator, agent="calculator", input="What is 3 + 4?")
     spec = registry.AGENTS["calculator"]
     monkeypatch.setitem(registry.AGENTS, "calculator", dataclasses.replace(spec, instructions="Be terse."))
+    catalog_reset()  # the agents are loaded again from the changed declarations
     (result,) = eval_run(datasets=["regressions"]).results.all()
     assert result.reasons == [
         "the run failed: replay diverged at step 1: the agent's instructions (prompt) changed since the recording"
@@ -103,6 +105,7 @@ def test_a_changed_prompt_or_tool_set_diverges_clearly(alice, operator, monkeypa
     monkeypatch.setitem(
         registry.AGENTS, "calculator", dataclasses.replace(spec, tools=(registry.calculate, registry.text_stats))
     )
+    catalog_reset()
     (result,) = eval_run(datasets=["regressions"]).results.all()
     assert (
         "replay diverged at step 1: the agent's tools changed (added ['text_stats'], removed none)" in result.reasons[0]

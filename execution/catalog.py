@@ -1,0 +1,442 @@
+"""The agents this worker runs: loaded from HARNESS_AGENT_MODULES, checked, and published.
+
+Each module named in HARNESS_AGENT_MODULES declares `AGENTS`: `harness.AgentEntry` objects
+(an SDK Agent, or a factory, and its policy) or the built-in demos' `runs.registry.AgentSpec`
+(a dict of them is accepted too). Loading them imports the Agents SDK and the team's code,
+so only execution processes (the run engine, the eval runner, migrate) do it.
+
+A broken module, a declaration that is not an agent, or two entries with one name are
+system check errors (agents.E001-E003) that stop the run engine at startup, and
+`manage.py preflight` says so too.
+
+The workers publish what they load (execution.models.PublishedAgent: names, descriptions,
+tools, models, policy and a version hash per agent) when they start and after every
+migrate; the web process validates runs against that table and never imports the modules.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import importlib
+import inspect
+import json
+import sys
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from django.conf import settings
+from django.core.checks import Error, register
+
+from common.limits import clip
+from harness.agents import AgentEntry, OfflineScript
+from runs.registry import SANDBOX_TOOL_NAMES, AgentSpec, OfflineToolCall, sdk_approval_check
+
+if TYPE_CHECKING:
+    from agents import Agent
+
+
+class CatalogError(Exception):
+    """HARNESS_AGENT_MODULES cannot be loaded; `errors` are (check id, message, hint)."""
+
+    def __init__(self, errors: list[tuple[str, str, str]]) -> None:
+        super().__init__("; ".join(message for _, message, _ in errors))
+        self.errors = errors
+
+
+@dataclass
+class CatalogAgent:
+    """One runnable agent, whichever way it was declared: what the executor, the offline
+    model and the published registry need of it."""
+
+    name: str
+    description: str
+    module: str
+    declared: AgentEntry | AgentSpec
+    models: tuple[str, ...] | None = None
+    sandbox: bool = False
+    maxima: dict[str, Any] = field(default_factory=dict)
+    timeout_seconds: float | None = None
+    tool_names: list[str] = field(default_factory=list)
+    facts: dict[str, Any] = field(default_factory=dict)
+    version: str = ""
+
+    @property
+    def approvals(self) -> dict[str, Any]:
+        return dict(self.declared.approvals)
+
+    def build(self, model: Any) -> Agent[Any]:
+        """A fresh SDK agent for one run (tool outputs capped, approval rules applied).
+        `model` is the run's model (its name, or the Model object that will answer)."""
+        if isinstance(self.declared, AgentSpec):
+            return self.declared.build(model)
+        entry = self.declared
+        if entry.factory is not None:
+            name = model if isinstance(model, str) else getattr(model, "model_name", "") or settings.HARNESS_MODEL
+            agent = entry.factory(name)
+        else:
+            agent = entry.agent
+        return prepared(agent, dict(entry.approvals))
+
+    # --- the offline model's side -------------------------------------------------------
+
+    def offline_steps(self, text: str, script: OfflineScript | None = None) -> list[OfflineToolCall]:
+        if script is None and isinstance(self.declared, AgentSpec):
+            return self.declared.offline_steps(text)
+        script = script if script is not None else self._script(text)
+        if script is None:
+            return []
+        return [OfflineToolCall(step.tool, dict(step.arguments), step.raw_input) for step in script.steps]
+
+    def offline_reply(
+        self,
+        text: str,
+        tool_output: str | None,
+        turn: int,
+        *,
+        instructions: str = "",
+        agent: str = "",
+        script: OfflineScript | None = None,
+    ) -> str:
+        if script is None and isinstance(self.declared, AgentSpec):
+            return self.declared.offline_reply(text, tool_output, turn)
+        script = script if script is not None else self._script(text)
+        if script is None:
+            return (
+                f"Offline model: agent {self.name!r} declares no offline script, so this is all it answers "
+                f"(declare AgentEntry(offline=...) or send offline_script with the run). You said: {text}"
+            )
+        return script.render_answer(input=text, output=tool_output, instructions=instructions, agent=agent or self.name)
+
+    def _script(self, text: str) -> OfflineScript | None:
+        return self.declared.offline_script(text) if isinstance(self.declared, AgentEntry) else None
+
+    def record(self) -> dict[str, Any]:
+        """What the workers publish of this agent (execution.models.PublishedAgent.spec)."""
+        return {
+            "description": self.description,
+            "module": self.module,
+            "tools": self.tool_names,
+            "models": list(self.models) if self.models is not None else None,
+            "sandbox": self.sandbox,
+            "approvals": {
+                tool: ("always" if rule is True else "conditional")
+                for tool, rule in self.approvals.items()
+                if rule is not False
+            },
+            "maxima": {key: value for key, value in self.maxima.items()},
+            "timeout_seconds": self.timeout_seconds,
+            **self.facts,
+        }
+
+
+# --- preparing an SDK agent for a run ----------------------------------------------------------
+
+
+def prepared(agent: Any, approvals: dict[str, Any]) -> Any:
+    """A copy of `agent` and of the agents it hands off to, whose function tools return at
+    most HARNESS_TOOL_OUTPUT_MAX_CHARS and wait for a person where `approvals` says so.
+    The declared objects are left as they were (other runs share them)."""
+    from agents import Agent
+
+    copies: dict[int, Any] = {}
+
+    def copy(original: Any) -> Any:
+        if id(original) in copies:
+            return copies[id(original)]
+        clone = original.clone()
+        copies[id(original)] = clone
+        clone.tools = [_tool(tool, approvals) for tool in original.tools]
+        clone.handoffs = [copy(target) if isinstance(target, Agent) else target for target in original.handoffs]
+        return clone
+
+    return copy(agent)
+
+
+def _tool(tool: Any, approvals: dict[str, Any]) -> Any:
+    from agents import FunctionTool
+
+    if not isinstance(tool, FunctionTool):
+        return tool
+    invoke = tool.on_invoke_tool
+
+    async def bounded(context: Any, arguments: str) -> Any:
+        result = await invoke(context, arguments)
+        return clip(result, settings.HARNESS_TOOL_OUTPUT_MAX_CHARS) if isinstance(result, str) else result
+
+    changes: dict[str, Any] = {"on_invoke_tool": bounded}
+    if tool.name in approvals:
+        changes["needs_approval"] = sdk_approval_check(approvals[tool.name])
+    return dataclasses.replace(tool, **changes)
+
+
+# --- loading ---------------------------------------------------------------------------------
+
+
+def module_names() -> list[str]:
+    return [name.strip() for name in settings.HARNESS_AGENT_MODULES.split(",") if name.strip()]
+
+
+def load(modules: list[str] | None = None) -> dict[str, CatalogAgent]:
+    """Import the modules and collect their agents; CatalogError lists every problem."""
+    errors: list[tuple[str, str, str]] = []
+    found: dict[str, CatalogAgent] = {}
+    for module_name in modules if modules is not None else module_names():
+        try:
+            module = importlib.import_module(module_name)
+        except Exception as exc:
+            where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+            at = f" ({where.filename}:{where.lineno})" if where else ""
+            errors.append(
+                (
+                    "agents.E001",
+                    f"HARNESS_AGENT_MODULES: module {module_name!r} cannot be imported: "
+                    f"{type(exc).__name__}: {exc}{at}",
+                    "Fix the module, or remove it from HARNESS_AGENT_MODULES (comma-separated dotted paths).",
+                )
+            )
+            continue
+        declared = getattr(module, "AGENTS", None)
+        if isinstance(declared, dict):
+            declared = list(declared.values())
+        if not isinstance(declared, list | tuple):
+            errors.append(
+                (
+                    "agents.E002",
+                    f"HARNESS_AGENT_MODULES: module {module_name!r} declares no AGENTS list",
+                    "Declare AGENTS = [harness.AgentEntry(name=..., description=..., agent=...), ...] in it.",
+                )
+            )
+            continue
+        for index, item in enumerate(declared):
+            try:
+                agent = _catalog_agent(item, module_name)
+            except Exception as exc:
+                errors.append(
+                    (
+                        "agents.E002",
+                        f"HARNESS_AGENT_MODULES: {module_name}.AGENTS[{index}] is not a usable agent: {exc}",
+                        "Each item is a harness.AgentEntry holding an SDK Agent (or a factory returning one).",
+                    )
+                )
+                continue
+            if agent.name in found:
+                errors.append(
+                    (
+                        "agents.E003",
+                        f"HARNESS_AGENT_MODULES: agent {agent.name!r} is declared by both "
+                        f"{found[agent.name].module} and {module_name}",
+                        "Agent names are unique across all modules: rename one.",
+                    )
+                )
+                continue
+            found[agent.name] = agent
+    if errors:
+        raise CatalogError(errors)
+    return found
+
+
+def _catalog_agent(item: Any, module_name: str) -> CatalogAgent:
+    if isinstance(item, AgentSpec):
+        agent = CatalogAgent(
+            name=item.name,
+            description=item.description,
+            module=module_name,
+            declared=item,
+            sandbox=item.sandbox,
+            maxima=dict(item.maxima),
+            tool_names=item.tool_names,
+        )
+        agent.facts = {"kind": "builtin"}
+        agent.version = _version(agent, module_name)
+        return agent
+    if not isinstance(item, AgentEntry):
+        raise TypeError(f"{type(item).__name__} is not an AgentEntry")
+    from agents import Agent
+    from agents.handoffs import Handoff
+    from agents.sandbox import SandboxAgent
+
+    model = item.models[0] if item.models else settings.HARNESS_MODEL
+    built = item.factory(model) if item.factory is not None else item.agent
+    if not isinstance(built, Agent):
+        made = "its factory returned" if item.factory is not None else "agent="
+        raise TypeError(f"{made} {type(built).__name__}, not an SDK Agent")
+    if item.factory is None and _mcp_servers(built):
+        raise TypeError(
+            "an agent with MCP servers must be declared with factory=, so that each run gets its own servers"
+        )
+    tools = [tool.name for tool in built.tools]
+    handoffs = [
+        target.tool_name if isinstance(target, Handoff) else Handoff.default_tool_name(target)
+        for target in built.handoffs
+    ]
+    sandbox = isinstance(built, SandboxAgent)
+    output_type = getattr(built.output_type, "__name__", None) if built.output_type is not None else None
+    agent = CatalogAgent(
+        name=item.name,
+        description=item.description,
+        module=module_name,
+        declared=item,
+        models=item.models,
+        sandbox=sandbox,
+        maxima=item.maxima,
+        timeout_seconds=item.timeout_seconds,
+        tool_names=[*tools, *handoffs, *(SANDBOX_TOOL_NAMES if sandbox else ())],
+    )
+    agent.facts = {
+        "kind": "entry",
+        "sdk_agent": built.name,
+        "handoffs": handoffs,
+        "output_type": output_type,
+        "guardrails": {
+            "input": [_guardrail_name(guardrail) for guardrail in built.input_guardrails],
+            "output": [_guardrail_name(guardrail) for guardrail in built.output_guardrails],
+        },
+        "mcp_servers": [server.name for server in _mcp_servers(built)],
+        "dynamic_instructions": callable(built.instructions),
+        "offline_script": item.offline is not None,
+    }
+    agent.version = _version(agent, module_name)
+    return agent
+
+
+def _guardrail_name(guardrail: Any) -> str:
+    return str(guardrail.get_name() if hasattr(guardrail, "get_name") else getattr(guardrail, "name", "guardrail"))
+
+
+def _mcp_servers(agent: Any) -> list[Any]:
+    """Every MCP server of an agent and of the agents it hands off to (each once)."""
+    from agents import Agent
+
+    servers: list[Any] = []
+    seen: set[int] = set()
+
+    def walk(current: Any) -> None:
+        if id(current) in seen:
+            return
+        seen.add(id(current))
+        for server in current.mcp_servers:
+            if all(server is not known for known in servers):
+                servers.append(server)
+        for target in current.handoffs:
+            if isinstance(target, Agent):
+                walk(target)
+
+    walk(agent)
+    return servers
+
+
+def mcp_servers(agent: Any) -> list[Any]:
+    return _mcp_servers(agent)
+
+
+@functools.cache
+def _module_digest(module_name: str) -> str:
+    """A digest of the module's source (its package's files for a package's module)."""
+    module = sys.modules.get(module_name)
+    path = Path(inspect.getfile(module)) if module is not None else None
+    if path is None or not path.exists():
+        return ""
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def _version(agent: CatalogAgent, module_name: str) -> str:
+    payload = json.dumps([agent.name, agent.record(), _module_digest(module_name)], sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+_loaded: dict[str, CatalogAgent] | None = None
+
+
+def catalog() -> dict[str, CatalogAgent]:
+    """This process's agents, loaded once (CatalogError when the modules cannot be loaded)."""
+    global _loaded
+    if _loaded is None:
+        _loaded = load()
+    return _loaded
+
+
+def catalog_reset() -> None:
+    """Forget the loaded agents (tests that change HARNESS_AGENT_MODULES)."""
+    global _loaded
+    _loaded = None
+    _module_digest.cache_clear()
+
+
+def agent_get(name: str) -> CatalogAgent | None:
+    return catalog().get(name)
+
+
+def registry_version(agents: dict[str, CatalogAgent] | None = None) -> str:
+    """One digest of every agent's version: equal on two workers that run the same agents."""
+    agents = catalog() if agents is None else agents
+    payload = json.dumps(sorted((name, agent.version) for name, agent in agents.items()))
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+# --- publishing --------------------------------------------------------------------------------
+
+
+def catalog_publish(publisher: str, *, using: str = "default") -> int:
+    """Write this process's agents into the published registry, in one transaction: agents it
+    does not have are removed (the newest publisher's registry is the one the web uses).
+    Returns how many agents it published."""
+    from django.db import transaction
+    from django.utils import timezone
+
+    from execution.models import PublishedAgent
+    from runs.published import published_clear
+
+    agents = catalog()
+    now = timezone.now()
+    rows = [
+        PublishedAgent(
+            name=agent.name,
+            description=agent.description,
+            spec=agent.record(),
+            version=agent.version,
+            publisher=publisher[:100],
+            published_at=now,
+        )
+        for agent in agents.values()
+    ]
+    with transaction.atomic(using=using):
+        PublishedAgent.objects.using(using).exclude(name__in=list(agents)).delete()
+        PublishedAgent.objects.using(using).bulk_create(
+            rows,
+            update_conflicts=True,
+            unique_fields=["name"],
+            update_fields=["description", "spec", "version", "publisher", "published_at"],
+        )
+    published_clear()
+    return len(rows)
+
+
+def publish_after_migrate(sender: Any = None, using: str = "default", **kwargs: Any) -> None:
+    """After every migrate (and a test database's flush): publish, unless the modules are
+    broken (the run engine's system check stops on that, with the reason)."""
+    import logging
+
+    try:
+        catalog_publish(f"migrate:{_hostname()}", using=using)
+    except CatalogError as exc:
+        logging.getLogger(__name__).warning("agents not published: %s", exc)
+
+
+def _hostname() -> str:
+    import socket
+
+    return socket.gethostname()
+
+
+@register("agents")
+def check_agent_modules(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+    """agents.E001-E003: HARNESS_AGENT_MODULES loads, and every name is unique."""
+    try:
+        catalog()
+    except CatalogError as exc:
+        return [Error(message, hint=hint, id=check_id) for check_id, message, hint in exc.errors]
+    return []
