@@ -15,8 +15,8 @@ from audit.services import Actor
 from conftest import make_run
 from evals.models import Dataset, EvalRun, GoldenCase, GoldenCaseVersion
 from evals.services import LIVE_ONLY_REASON, EvalError, eval_run, golden_promote, golden_save
-from execution.executor import run_execute
 from execution.catalog import catalog_reset
+from execution.executor import run_execute
 from runs import registry
 
 pytestmark = pytest.mark.django_db(transaction=True)
