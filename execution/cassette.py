@@ -55,15 +55,16 @@ def _kind(item: Any) -> str:
     return str(kind)
 
 
-_SANDBOX_ID = re.compile(r"sbx_[0-9A-Z]{26}")
+_RUN_IDS = re.compile(r"\b(sbx|run|sess)_[0-9A-Z]{26}\b")
 
 
 def _instructions_digest(text: str | None) -> str:
-    """The prompt, without what differs between runs of the same agent (its sandbox's path)."""
+    """The prompt, without what differs between runs of the same agent: its sandbox's path,
+    and the ids of its run, session and sandbox (dynamic instructions may name them)."""
     from django.conf import settings
 
     text = (text or "").replace(str(settings.HARNESS_SANDBOX_ROOT), "<sandboxes>")
-    text = _SANDBOX_ID.sub("sbx_*", text)
+    text = _RUN_IDS.sub(lambda match: f"{match.group(1)}_*", text)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -213,7 +213,7 @@ def load(modules: list[str] | None = None) -> dict[str, CatalogAgent]:
             continue
         for index, item in enumerate(declared):
             try:
-                agent = _catalog_agent(item, module_name)
+                agent = catalog_agent(item, module_name)
             except Exception as exc:
                 errors.append(
                     (
@@ -239,7 +239,7 @@ def load(modules: list[str] | None = None) -> dict[str, CatalogAgent]:
     return found
 
 
-def _catalog_agent(item: Any, module_name: str) -> CatalogAgent:
+def catalog_agent(item: Any, module_name: str) -> CatalogAgent:
     if isinstance(item, AgentSpec):
         agent = CatalogAgent(
             name=item.name,

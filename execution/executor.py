@@ -103,7 +103,7 @@ def agent_for_run(
         provider = _openai_provider()
         inner = provider.get_model(model)
     recorder = RecordingModel(inner, meter)
-    return spec.build(recorder), provider, recorder
+    return spec.build(model), provider, recorder
 
 
 _providers: dict[tuple[str, str, str], OpenAIProvider] = {}
@@ -163,8 +163,16 @@ def translate_event(event: Any, tool_names: dict[str, str]) -> events.EventSpec 
     if event.name == "message_output_created":
         text, truncated = clip_text(ItemHelpers.text_message_output(item))
         return events.MESSAGE, {"text": text, **({"truncated": True} if truncated else {})}
-    if event.name in ("handoff_requested", "handoff_occured"):
-        return events.HANDOFF, {"stage": event.name, "agent": item.agent.name}
+    if event.name == "handoff_requested":
+        return events.HANDOFF, {"stage": event.name, "agent": item.agent.name, "tool": getattr(raw, "name", "")}
+    if event.name == "handoff_occured":
+        source, target = getattr(item, "source_agent", item.agent), getattr(item, "target_agent", None)
+        return events.HANDOFF, {
+            "stage": event.name,
+            "agent": item.agent.name,
+            "from": source.name,
+            "to": target.name if target is not None else "",
+        }
     return None
 
 

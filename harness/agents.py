@@ -81,7 +81,8 @@ class OfflineScript:
             extra = sorted(set(step) - {"tool", "arguments", "raw_input"})
             if extra:
                 raise ScriptError(f"{where}: unknown field(s) {', '.join(extra)}")
-            arguments = step.get("arguments") or {}
+            arguments = step.get("arguments")
+            arguments = {} if arguments is None else arguments
             if not isinstance(arguments, Mapping):
                 raise ScriptError(f"{where}.arguments must be an object")
             raw_input = step.get("raw_input")

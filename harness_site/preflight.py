@@ -225,6 +225,18 @@ def checks_operations() -> Iterator[Check]:
     )
 
 
+def checks_agents() -> Iterator[Check]:
+    """HARNESS_AGENT_MODULES loads, as the workers will load it (agents.E001-E003)."""
+    from execution.catalog import CatalogError, catalog
+
+    try:
+        agents = catalog()
+    except CatalogError as exc:
+        yield Check("the agent modules load", False, str(exc)[:500], "Fix HARNESS_AGENT_MODULES (see agents.E00x).")
+        return
+    yield Check("the agent modules load", True, f"{len(agents)} agents: {', '.join(sorted(agents))}"[:500], "")
+
+
 def _last_nightly_eval() -> Check:
     from evals.models import EvalRun
 
@@ -255,6 +267,7 @@ SECTIONS: list[tuple[str, Callable[..., Iterator[Check]]]] = [
     ("Artifacts", checks_storage),
     ("Sandboxes", checks_sandbox),
     ("Operations", checks_operations),
+    ("Agents", checks_agents),
 ]
 
 

@@ -236,9 +236,10 @@ def transcript(events: list[RunEvent], *, run_input: str = "", agent: str = "") 
                 entries.append(Entry(kind="agent", event_type=kind, seq=event.seq, name=name))
             current_agent = name or current_agent
         elif kind == kinds.HANDOFF:
-            entries.append(
-                Entry(kind="handoff", event_type=kind, seq=event.seq, name=str(data.get("agent") or ""), data=data)
-            )
+            name = str(data.get("agent") or "")
+            if data.get("to"):
+                name = f"{data.get('from') or name} → {data['to']}"
+            entries.append(Entry(kind="handoff", event_type=kind, seq=event.seq, name=name, data=data))
         elif kind in (kinds.SANDBOX_STARTED, kinds.SANDBOX_STOPPED):
             entries.append(Entry(kind="sandbox", event_type=kind, seq=event.seq, data=data))
         elif kind == kinds.REQUEUED:
@@ -252,6 +253,9 @@ def transcript(events: list[RunEvent], *, run_input: str = "", agent: str = "") 
         elif kind == kinds.BUDGET_EXCEEDED:
             facts = {key: value for key, value in data.items() if key != "limit"}
             text = f"limit {data.get('limit') or '?'} reached" + (f": {compact(facts)}" if facts else "")
+            entries.append(Entry(kind="note", event_type=kind, seq=event.seq, text=text, error=True, data=data))
+        elif kind == kinds.GUARDRAIL_TRIPPED:
+            text = f"{data.get('kind') or '?'} guardrail {data.get('guardrail') or '?'} tripped"
             entries.append(Entry(kind="note", event_type=kind, seq=event.seq, text=text, error=True, data=data))
         elif kind in FINAL_STATUS:
             flush(partial=True)

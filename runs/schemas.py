@@ -75,7 +75,8 @@ class RunIn(Schema):
             try:
                 OfflineScript.from_data(value)
             except ScriptError as exc:
-                raise ValueError(str(exc).removeprefix("offline_script").lstrip(": ") or str(exc)) from None
+                # The field is named by the error's location: "offline_script: steps must be a list".
+                raise ValueError(str(exc).removeprefix("offline_script").lstrip(".: ")) from None
         return value
 
     @field_validator("model")

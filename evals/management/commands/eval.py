@@ -14,6 +14,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
+# Registers the agents.E001-E003 checks, run before this command starts: a broken
+# HARNESS_AGENT_MODULES stops it with the reason.
+import execution.catalog  # noqa: F401
 from evals.models import EvalResult, EvalRun
 from evals.services import LIVE, REPLAY, EvalError, eval_run
 

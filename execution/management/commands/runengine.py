@@ -6,6 +6,10 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
+# Registers the agents.E001-E003 checks, run before this command starts: a broken
+# HARNESS_AGENT_MODULES stops it with the reason.
+import execution.catalog  # noqa: F401
+
 
 class Command(BaseCommand):
     help = "Run one worker process of the run engine (manage.py runworker starts these for you)."

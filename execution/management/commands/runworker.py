@@ -16,6 +16,9 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
+# Registers the agents.E001-E003 checks, run before this command starts: a broken
+# HARNESS_AGENT_MODULES stops it with the reason.
+import execution.catalog  # noqa: F401
 from common.processes import StopSignals, stop_children
 
 RESTART_DELAY_SECONDS = 1.0
