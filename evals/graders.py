@@ -112,8 +112,14 @@ def grade_output(case: dict[str, Any], output: str | None) -> list[str]:
 
 
 def tool_calls_of(run: Run) -> list[dict[str, Any]]:
+    """The run's tool calls in order; a handoff counts as a call of its tool (transfer_to_<agent>)."""
     calls = []
-    for data in run.events.filter(type=run_events.TOOL_CALLED).order_by("seq").values_list("data", flat=True):
+    kinds = (run_events.TOOL_CALLED, run_events.HANDOFF)
+    for kind, data in run.events.filter(type__in=kinds).order_by("seq").values_list("type", "data"):
+        if kind == run_events.HANDOFF:
+            if data.get("stage") == "handoff_requested" and data.get("tool"):
+                calls.append({"name": data["tool"], "arguments": {}})
+            continue
         arguments: Any = data.get("arguments")
         if isinstance(arguments, str):
             try:

@@ -16,6 +16,21 @@ FIXTURE = Path(__file__).resolve().parent / "fixtures" / "starter.json"
 
 def starter_load(apps: Any = None, schema_editor: Any = None, *, using: str = "default") -> int:
     """Create the starter cases that do not exist yet (each with its version 1). Returns how many."""
+    payload = json.loads(FIXTURE.read_text())
+    description = "Ships with the harness: each registry agent, tool use, a refusal, a session."
+    return golden_load(payload, apps, schema_editor, using=using, description=description)
+
+
+def golden_load(
+    payload: dict[str, Any],
+    apps: Any = None,
+    schema_editor: Any = None,
+    *,
+    using: str = "default",
+    description: str = "",
+) -> int:
+    """Create a dataset's cases from a golden file ({"dataset": name, "cases": [...]}, the format
+    of `manage.py dumpgolden`) that do not exist yet, each with its version 1. Returns how many."""
     if apps is None:
         from django.apps import apps as registry
 
@@ -25,10 +40,8 @@ def starter_load(apps: Any = None, schema_editor: Any = None, *, using: str = "d
     dataset_model = apps.get_model("evals", "Dataset")
     case_model = apps.get_model("evals", "GoldenCase")
     version_model = apps.get_model("evals", "GoldenCaseVersion")
-    payload = json.loads(FIXTURE.read_text())
     dataset, _ = dataset_model.objects.using(using).get_or_create(
-        name=payload["dataset"],
-        defaults={"description": "Ships with the harness: each registry agent, tool use, a refusal, a session."},
+        name=payload["dataset"], defaults={"description": description}
     )
     created = 0
     for case in payload["cases"]:
