@@ -64,6 +64,7 @@ CONFIG = {
     "REVISION_SUFFIX": "r2",
     "IMAGE_TAG": "v2",
     "HARNESS_MODEL": "gpt-5.4-mini",
+    "HARNESS_AGENT_MODULES": "runs.registry,helpdesk.agents",
     "OTEL_EXPORTER_OTLP_ENDPOINT": "http://phoenix.internal:6006",
     # Fast, loopback health checks.
     "HEALTH_SCHEME": "http",
@@ -620,6 +621,9 @@ def test_rendered_specs_map_every_secret_through_secret_refs(rig: Rig) -> None:
         # Plain HARNESS_*/OTEL_* settings set where deploy.sh runs reach the containers.
         assert env["HARNESS_MODEL"] == {"value": "gpt-5.4-mini"}
         assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == {"value": "http://phoenix.internal:6006"}
+    # The migrate job publishes the agents: it loads the same modules as the workers.
+    for env in (worker_env, env_of(specs["migrate-job.yaml"])):
+        assert env["HARNESS_AGENT_MODULES"] == {"value": "runs.registry,helpdesk.agents"}
 
 
 def test_web_spec_probes_ingress_and_http_scaling(rig: Rig) -> None:
