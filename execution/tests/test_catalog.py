@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from django.core.checks import run_checks
+from django.utils import timezone
 
 from execution.catalog import CatalogError, catalog, catalog_publish, load, registry_version
 from execution.models import PublishedAgent
@@ -158,3 +159,28 @@ def test_the_run_engine_refuses_to_start_with_a_broken_module(tmp_path):
     assert out.returncode != 0
     assert "agents.E001" in out.stderr and "brokenteam.agents" in out.stderr, out.stderr[-2000:]
     assert "No module named 'not_a_module_anywhere'" in out.stderr
+
+
+def test_operators_see_the_published_agents_in_the_admin(client, operator, viewer, db):
+    from execution.models import WorkerBeat
+
+    catalog_publish("worker-a")
+    WorkerBeat.objects.create(
+        worker_id="worker-a",
+        hostname="h",
+        pid=1,
+        concurrency=10,
+        started_at=timezone.now(),
+        seen_at=timezone.now(),
+        registry_version=registry_version(),
+    )
+    client.force_login(viewer)
+    page = client.get("/admin/execution/publishedagent/")
+    assert page.status_code == 200
+    text = page.content.decode()
+    assert "calculator" in text and "runs.registry" in text and "exec_command" in text
+    detail = client.get("/admin/execution/publishedagent/refunds/change/")
+    assert detail.status_code == 200 and "refund" in detail.content.decode()
+    assert client.post("/admin/execution/publishedagent/refunds/delete/").status_code == 403
+    workers = client.get("/admin/execution/workerbeat/").content.decode()
+    assert registry_version() in workers
