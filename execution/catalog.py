@@ -5,9 +5,9 @@ Each module named in HARNESS_AGENT_MODULES declares `AGENTS`: `harness.AgentEntr
 (a dict of them is accepted too). Loading them imports the Agents SDK and the team's code,
 so only execution processes (the run engine, the eval runner, migrate) do it.
 
-A broken module, a declaration that is not an agent, or two entries with one name are
-system check errors (agents.E001-E003) that stop the run engine at startup, and
-`manage.py preflight` says so too.
+A broken module, a declaration that is not an agent, two entries with one name, or approval
+rules for tools the agent does not have are system check errors (agents.E001-E004) that stop
+the run engine at startup, and `manage.py preflight` says so too.
 
 The workers publish what they load (execution.models.PublishedAgent: names, descriptions,
 tools, models, policy and a version hash per agent) when they start and after every
@@ -214,6 +214,15 @@ def load(modules: list[str] | None = None) -> dict[str, CatalogAgent]:
         for index, item in enumerate(declared):
             try:
                 agent = catalog_agent(item, module_name)
+            except PolicyError as exc:
+                errors.append(
+                    (
+                        "agents.E004",
+                        f"HARNESS_AGENT_MODULES: {module_name}.AGENTS[{index}]: {exc}",
+                        "Name only function tools the agent can call in AgentEntry(approvals=...).",
+                    )
+                )
+                continue
             except Exception as exc:
                 errors.append(
                     (
@@ -268,7 +277,18 @@ def catalog_agent(item: Any, module_name: str) -> CatalogAgent:
         raise TypeError(
             "an agent with MCP servers must be declared with factory=, so that each run gets its own servers"
         )
-    tools = [tool.name for tool in built.tools]
+    reachable = _reachable(built)
+    # The tools of the agent and of the agents it hands off to: what the approval rules and the
+    # output cap apply to (prepared), and what the console's tool filter offers.
+    tools = list(dict.fromkeys(tool.name for current in reachable for tool in current.tools))
+    gated = {tool.name for current in reachable for tool in current.tools if _is_function_tool(tool)}
+    ungated = sorted(set(item.approvals) - gated)
+    if ungated:
+        raise PolicyError(
+            f"approvals name {', '.join(map(repr, ungated))}, which is not a function tool of the agent or of an "
+            "agent it hands off to (a handoff() object's target is not followed: list the Agent in handoffs=; "
+            "MCP tools take approval through the server's require_approval)"
+        )
     handoffs = [
         target.tool_name if isinstance(target, Handoff) else Handoff.default_tool_name(target)
         for target in built.handoffs
@@ -303,29 +323,45 @@ def catalog_agent(item: Any, module_name: str) -> CatalogAgent:
     return agent
 
 
+class PolicyError(ValueError):
+    """An entry's policy that cannot be applied (agents.E004)."""
+
+
+def _is_function_tool(tool: Any) -> bool:
+    from agents import FunctionTool
+
+    return isinstance(tool, FunctionTool)
+
+
+def _reachable(agent: Any) -> list[Any]:
+    """The agent and the Agents it hands off to, directly or not (each once)."""
+    from agents import Agent
+
+    found: list[Any] = []
+
+    def walk(current: Any) -> None:
+        if any(current is known for known in found):
+            return
+        found.append(current)
+        for target in current.handoffs:
+            if isinstance(target, Agent):
+                walk(target)
+
+    walk(agent)
+    return found
+
+
 def _guardrail_name(guardrail: Any) -> str:
     return str(guardrail.get_name() if hasattr(guardrail, "get_name") else getattr(guardrail, "name", "guardrail"))
 
 
 def _mcp_servers(agent: Any) -> list[Any]:
     """Every MCP server of an agent and of the agents it hands off to (each once)."""
-    from agents import Agent
-
     servers: list[Any] = []
-    seen: set[int] = set()
-
-    def walk(current: Any) -> None:
-        if id(current) in seen:
-            return
-        seen.add(id(current))
+    for current in _reachable(agent):
         for server in current.mcp_servers:
             if all(server is not known for known in servers):
                 servers.append(server)
-        for target in current.handoffs:
-            if isinstance(target, Agent):
-                walk(target)
-
-    walk(agent)
     return servers
 
 
@@ -335,12 +371,21 @@ def mcp_servers(agent: Any) -> list[Any]:
 
 @functools.cache
 def _module_digest(module_name: str) -> str:
-    """A digest of the module's source (its package's files for a package's module)."""
+    """A digest of the module's source and of the Python files beside it and below (its
+    package's: the tools and prompts it imports from there change the version too)."""
     module = sys.modules.get(module_name)
     path = Path(inspect.getfile(module)) if module is not None else None
     if path is None or not path.exists():
         return ""
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    digest = hashlib.sha256()
+    files = sorted(path.parent.rglob("*.py")) if "." in module_name else [path]  # a package's module, or one file
+    for file in files[:PACKAGE_DIGEST_MAX_FILES]:
+        digest.update(str(file.relative_to(path.parent)).encode() + b"\0" + file.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+# The most files of a package its version digest reads.
+PACKAGE_DIGEST_MAX_FILES = 500
 
 
 def _version(agent: CatalogAgent, module_name: str) -> str:
@@ -434,7 +479,7 @@ def _hostname() -> str:
 
 @register("agents")
 def check_agent_modules(app_configs: Any = None, **kwargs: Any) -> list[Error]:
-    """agents.E001-E003: HARNESS_AGENT_MODULES loads, and every name is unique."""
+    """agents.E001-E004: HARNESS_AGENT_MODULES loads, every name is unique, every policy applies."""
     try:
         catalog()
     except CatalogError as exc:

@@ -95,6 +95,8 @@ def _then_release_connection[R](fn: Callable[..., R], *args: Any, **kwargs: Any)
 class Engine:
     def __init__(self, *, concurrency: int | None = None, principal_cap: int | None = None) -> None:
         self.worker_id = new_worker_id()
+        # Whether this process's agents are published (execution.catalog); retried on the beat until so.
+        self.published = False
         self.concurrency = concurrency or settings.HARNESS_WORKER_CONCURRENCY
         self.principal_cap = principal_cap or settings.HARNESS_PRINCIPAL_MAX_INFLIGHT
         self.inflight: dict[str, InFlight] = {}
@@ -199,6 +201,7 @@ class Engine:
         try:  # up before it says so: /health/ready counts it from here
             # The agents it runs, for the web to validate runs against (execution.catalog).
             await self.db(catalog_publish, self.worker_id)
+            self.published = True
             await self.db(
                 worker_beat,
                 worker_id=self.worker_id,
@@ -325,6 +328,9 @@ class Engine:
             if self.beating and time.monotonic() >= next_beat:
                 next_beat = time.monotonic() + settings.HARNESS_WORKER_BEAT_SECONDS
                 try:
+                    if not self.published:
+                        db_call_sync(catalog_publish, self.worker_id)
+                        self.published = True
                     db_call_sync(
                         worker_beat,
                         worker_id=self.worker_id,

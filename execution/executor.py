@@ -369,9 +369,11 @@ def _final_output(output: Any) -> services.RunOutcome:
     if isinstance(output, str):
         return services.RunOutcome(status=Run.Status.SUCCEEDED, output=output)
     data = _jsonable(output)
-    return services.RunOutcome(
-        status=Run.Status.SUCCEEDED, output=json.dumps(data, ensure_ascii=False), output_json=data
-    )
+    text = json.dumps(data, ensure_ascii=False)
+    if clip_text(text)[1]:
+        # Over HARNESS_MAX_STORED_CHARS: the text is stored capped, whole as an artifact; no JSON.
+        return services.RunOutcome(status=Run.Status.SUCCEEDED, output=text)
+    return services.RunOutcome(status=Run.Status.SUCCEEDED, output=text, output_json=data)
 
 
 def _guardrail_outcome(exc: InputGuardrailTripwireTriggered | OutputGuardrailTripwireTriggered) -> services.RunOutcome:
@@ -429,6 +431,12 @@ def _call_id(raw: Any) -> str:
     return str(_raw_field(raw, "call_id") or _raw_field(raw, "id") or "")[:CALL_ID_MAX]
 
 
+def _context_data(context: Any) -> dict[str, Any]:
+    import dataclasses
+
+    return dataclasses.asdict(context) if dataclasses.is_dataclass(context) and not isinstance(context, type) else {}
+
+
 def _meter_resumed(meter: RunMeter, carry: dict[str, Any]) -> None:
     """The run's limits count what it used before it paused."""
     meter.cost = Decimal(carry.get("cost") or "0")
@@ -462,7 +470,8 @@ def _interrupted(result: Any) -> tuple[list[PauseRequest], str]:
                 arguments=parse_arguments(arguments if arguments is not None else _raw_field(raw, "input")),
             )
         )
-    return requests, result.to_state().to_string()
+    # The run's context (harness.RunContext) is rebuilt on resume, not restored from the state.
+    return requests, result.to_state().to_string(context_serializer=_context_data)
 
 
 async def _pause(
@@ -554,9 +563,10 @@ async def _run_agent(
         timeout = min(timeout, spec.timeout_seconds)
     try:
         agent, provider, recorder = agent_for_run(spec, run.model, replay, meter, run.offline_script)
-        for server in mcp_servers(agent):  # the run's own MCP servers (a factory built them for it)
-            await server.connect()
-            servers.append(server)
+        async with asyncio.timeout(timeout):  # starting them counts against the run's time
+            for server in mcp_servers(agent):  # the run's own MCP servers (a factory built them for it)
+                servers.append(server)  # closed however the run ends, even if it never connected
+                await server.connect()
         if spec.sandbox:
             snapshot_key = resume.snapshot_key if resume is not None else ""
             sandbox = await _sandbox_open(run, spec, handle.token, writer, snapshot_key=snapshot_key)
@@ -719,13 +729,13 @@ def _ending(outcome: services.RunOutcome | None, stopped: str | None) -> str:
 
 
 def warm_up() -> None:
-    """Run each agent once on the offline model, in memory, with tracing off (not those with a
-    sandbox or MCP servers: they need processes; the agent loop they share is warmed by the others)."""
+    """Run each built-in agent without a sandbox once on the offline model, in memory, with
+    tracing off: the agent loop every agent shares is warm before the first run."""
 
     async def warm() -> None:
         for spec in catalog().values():
-            if spec.sandbox or spec.facts.get("mcp_servers"):
-                continue
+            if spec.sandbox or spec.facts.get("kind") != "builtin":
+                continue  # a team's agents are not run here: their tools may act on the world
             model = OfflineModel(spec)
             try:
                 await Runner.run(

@@ -21,9 +21,22 @@ from dataclasses import dataclass, field
 from typing import Any
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
-# What a script may hold: a run request carries one, so it is bounded.
+# What a script may hold (a run request carries one, so it is bounded), and the longest answer
+# it renders, placeholders filled in: the Django settings HARNESS_OFFLINE_SCRIPT_MAX_STEPS,
+# HARNESS_OFFLINE_SCRIPT_MAX_CHARS and HARNESS_MAX_STORED_CHARS when they are configured.
 SCRIPT_MAX_STEPS = 50
 SCRIPT_MAX_CHARS = 64_000
+ANSWER_MAX_CHARS = 200_000
+
+
+def _limit(name: str, default: int) -> int:
+    try:
+        from django.conf import settings
+
+        return int(getattr(settings, name, default)) if settings.configured else default
+    except ImportError:
+        return default
+
 
 # Whether a tool call must wait for a person: always (True), never (False), or when a
 # predicate on the call's arguments says so (a predicate that raises asks a person).
@@ -66,13 +79,15 @@ class OfflineScript:
         unknown = sorted(set(data) - {"steps", "answer"})
         if unknown:
             raise ScriptError(f"offline_script: unknown field(s) {', '.join(unknown)}; it takes steps and answer")
-        if len(json.dumps(data, default=str)) > SCRIPT_MAX_CHARS:
-            raise ScriptError(f"offline_script is over {SCRIPT_MAX_CHARS} characters")
+        max_chars = _limit("HARNESS_OFFLINE_SCRIPT_MAX_CHARS", SCRIPT_MAX_CHARS)
+        if len(json.dumps(data, default=str)) > max_chars:
+            raise ScriptError(f"offline_script is over {max_chars} characters (HARNESS_OFFLINE_SCRIPT_MAX_CHARS)")
         raw_steps = data.get("steps") or []
         if not isinstance(raw_steps, list):
             raise ScriptError("offline_script.steps must be a list")
-        if len(raw_steps) > SCRIPT_MAX_STEPS:
-            raise ScriptError(f"offline_script.steps: at most {SCRIPT_MAX_STEPS} steps")
+        max_steps = _limit("HARNESS_OFFLINE_SCRIPT_MAX_STEPS", SCRIPT_MAX_STEPS)
+        if len(raw_steps) > max_steps:
+            raise ScriptError(f"offline_script.steps: at most {max_steps} steps (HARNESS_OFFLINE_SCRIPT_MAX_STEPS)")
         steps = []
         for index, step in enumerate(raw_steps):
             where = f"offline_script.steps[{index}]"
@@ -115,7 +130,9 @@ class OfflineScript:
             return value
 
         answer = fill(self.answer)
-        return answer if isinstance(answer, str) else json.dumps(answer)
+        text = answer if isinstance(answer, str) else json.dumps(answer)
+        # Placeholders may repeat a long input many times: the answer is bounded all the same.
+        return text[: _limit("HARNESS_MAX_STORED_CHARS", ANSWER_MAX_CHARS)]
 
 
 @dataclass(frozen=True)

@@ -395,6 +395,9 @@ HARNESS_REFUND_APPROVAL_OVER_USD = env_float("HARNESS_REFUND_APPROVAL_OVER_USD",
 HARNESS_AGENT_MODULES = env_str("HARNESS_AGENT_MODULES", "runs.registry")
 # How long the web process trusts what it last read of the published registry (seconds).
 HARNESS_AGENT_REGISTRY_TTL_SECONDS = env_float("HARNESS_AGENT_REGISTRY_TTL_SECONDS", 2.0, minimum=0)
+# What a run's own offline script (model "offline") may hold: steps, and characters of JSON.
+HARNESS_OFFLINE_SCRIPT_MAX_STEPS = env_int("HARNESS_OFFLINE_SCRIPT_MAX_STEPS", 50, minimum=1)
+HARNESS_OFFLINE_SCRIPT_MAX_CHARS = env_int("HARNESS_OFFLINE_SCRIPT_MAX_CHARS", 64_000, minimum=100)
 
 # --- Evals ----------------------------------------------------------------------
 # `manage.py eval` (and the nightly eval) fails when fewer than this share of cases pass.

@@ -213,7 +213,7 @@ def list_agents(request: HttpRequest) -> dict[str, object]:
         ],
         "registry_version": version,
         "workers": workers,
-        "consistent": all(worker["registry_version"] == version for worker in workers),
+        "consistent": bool(workers) and all(worker["registry_version"] == version for worker in workers),
         "models": settings.HARNESS_ALLOWED_MODELS,
         "default_model": settings.HARNESS_MODEL,
         "openai_configured": bool(settings.OPENAI_API_KEY),

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from decimal import Decimal
 
@@ -72,6 +73,9 @@ class RunIn(Schema):
     @classmethod
     def offline_script_shape(cls, value: dict[str, JsonValue] | None) -> dict[str, JsonValue] | None:
         if value is not None:
+            if "{instructions}" in json.dumps(value):
+                # The agent's system prompt is the operator's, not the client's to read back.
+                raise ValueError("{instructions} is only for scripts declared with the agent")
             try:
                 OfflineScript.from_data(value)
             except ScriptError as exc:
@@ -224,7 +228,9 @@ class AgentsOut(Schema):
     workers: list[WorkerRegistryOut] = Field(
         description="Live workers and the registry each runs: during a deploy some may run another one."
     )
-    consistent: bool = Field(description="Every live worker runs the published registry.")
+    consistent: bool = Field(
+        description="At least one worker is live and every live worker runs the published registry."
+    )
     models: list[str]
     default_model: str
     openai_configured: bool = Field(description="False: OPENAI_API_KEY is not set, so only the offline model runs.")

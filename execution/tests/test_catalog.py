@@ -69,13 +69,16 @@ def test_a_team_module_loads_with_its_policy(modules):
     assert record["module"] == "teamagents.good" and len(pinger.version) == 16
 
 
-def test_the_version_follows_the_code(modules):
-    before = load([modules("good", GOOD)])["pinger"].version
+def test_the_version_follows_the_code_of_the_package(modules):
     from execution.catalog import _module_digest
 
+    modules("helpers", "PREFIX = 'pong '\n")
+    before = load([modules("good", GOOD)])["pinger"].version
     _module_digest.cache_clear()
-    after = load([modules("good", GOOD.replace('"Pings."', '"Pings hosts."'))])["pinger"].version
-    assert before != after
+    assert load([modules("good", GOOD)])["pinger"].version == before  # the same code: the same version
+    _module_digest.cache_clear()
+    modules("helpers", "PREFIX = 'PONG '\n")  # a file the agent's module may import changed
+    assert load([modules("good", GOOD)])["pinger"].version != before
 
 
 @pytest.mark.parametrize(
@@ -94,6 +97,21 @@ def test_the_version_follows_the_code(modules):
             "from harness import AgentEntry\nAGENTS = [AgentEntry(name='x', description='x', agent=object())]\n",
             "agents.E002",
             "agent= object, not an SDK Agent",
+        ),
+        (
+            "from agents import Agent, function_tool\nfrom harness import AgentEntry\n"
+            "AGENTS = [AgentEntry(name='x', description='x', agent=Agent(name='x'), approvals={'refund': True})]\n",
+            "agents.E004",
+            "approvals name 'refund', which is not a function tool of the agent",
+        ),
+        (
+            "from agents import Agent, function_tool, handoff\nfrom harness import AgentEntry\n"
+            "@function_tool\ndef refund(amount: float) -> str:\n    return 'done'\n"
+            "billing = Agent(name='billing', tools=[refund])\n"
+            "AGENTS = [AgentEntry(name='x', description='x', agent=Agent(name='x', handoffs=[handoff(billing)]),"
+            " approvals={'refund': True})]\n",
+            "agents.E004",
+            "a handoff() object's target is not followed",
         ),
         (
             "import sys\nfrom agents import Agent\nfrom agents.mcp import MCPServerStdio\nfrom harness import AgentEntry\n"
@@ -184,3 +202,46 @@ def test_operators_see_the_published_agents_in_the_admin(client, operator, viewe
     assert client.post("/admin/execution/publishedagent/refunds/delete/").status_code == 403
     workers = client.get("/admin/execution/workerbeat/").content.decode()
     assert registry_version() in workers
+
+
+def test_the_web_alone_starts_whatever_the_agent_modules(tmp_path):
+    """`runharness --no-worker` (the web container) never loads the agents' code."""
+    import signal
+    import time
+
+    import httpx
+
+    from tests.integration.harness import free_port
+
+    port = free_port()
+    env = {
+        **{key: value for key, value in os.environ.items() if not key.startswith(("HARNESS_", "DATABASE_"))},
+        "DJANGO_SETTINGS_MODULE": "harness_site.settings",
+        "HARNESS_IGNORE_ENV_FILE": "1",
+        "DEBUG": "true",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        "HARNESS_VAR_DIR": str(tmp_path / "var"),
+        "HARNESS_AGENT_MODULES": "no_such_team.agents",
+    }
+    web = subprocess.Popen(
+        [sys.executable, "manage.py", "runharness", "--no-worker", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert web.poll() is None, web.stderr.read().decode()[-2000:] if web.stderr else ""
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "the web did not come up"
+            time.sleep(0.2)
+    finally:
+        os.killpg(web.pid, signal.SIGINT)
+        web.wait(timeout=30)

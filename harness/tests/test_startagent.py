@@ -59,7 +59,7 @@ def test_the_generated_agents_are_valid_entries_with_every_feature(importable: P
     assert isinstance(entry.offline_script("three little words"), OfflineScript)
 
     [loaded] = load([f"{NAME}.agents"]).values()
-    assert loaded.tool_names == ["transfer_to_expert"]
+    assert loaded.tool_names == ["count_words", "transfer_to_expert"]  # the expert's tool, then the handoff
     assert loaded.facts["handoffs"] == ["transfer_to_expert"]
     assert loaded.facts["guardrails"]["input"] == ["no_passwords"]
     expert = entry.agent.handoffs[0]

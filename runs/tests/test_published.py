@@ -52,14 +52,20 @@ def test_a_newly_published_agent_is_accepted_and_listed(api, alice):
     assert listed["team-agent"]["tools"] == ["lookup"] and listed["team-agent"]["version"] == "v1"
 
 
-def test_the_registry_is_read_again_after_its_ttl(api, alice, settings):
-    settings.HARNESS_AGENT_REGISTRY_TTL_SECONDS = 3600
+def test_the_registry_is_read_again_after_its_ttl(api, alice, settings, monkeypatch):
+    import time
+
+    from runs import published
+
+    now = [time.monotonic()]
+    monkeypatch.setattr(published.time, "monotonic", lambda: now[0])
+    settings.HARNESS_AGENT_REGISTRY_TTL_SECONDS = 30
     api.get("/api/agents", who=alice)  # read and kept
     assert PublishedAgent.objects.filter(name="assistant").delete()[0] == 1  # another process publishes
+    now[0] += 29
     kept = api.post("/api/runs", {"input": "hi", "agent": "assistant", "model": "offline"}, who=alice)
     assert kept.status_code == 202  # within the TTL this process trusts what it read
-    settings.HARNESS_AGENT_REGISTRY_TTL_SECONDS = 0
-    published_clear()
+    now[0] += 2
     gone = api.post("/api/runs", {"input": "hi", "agent": "assistant", "model": "offline"}, who=alice)
     assert gone.status_code == 422
 
@@ -87,6 +93,24 @@ def test_a_malformed_offline_script_is_a_422(api, alice, script, detail):
     assert Run.objects.count() == 0
 
 
+def test_a_client_script_cannot_read_back_the_agent_instructions(api, alice):
+    body = {"input": "hi", "agent": "assistant", "model": "offline", "offline_script": {"answer": "{instructions}"}}
+    response = api.post("/api/runs", body, who=alice)
+    assert response.status_code == 422
+    assert response.json()["detail"] == "offline_script: {instructions} is only for scripts declared with the agent"
+
+
+def test_the_script_limits_are_settings(api, alice, settings):
+    settings.HARNESS_OFFLINE_SCRIPT_MAX_STEPS = 2
+    body = {"input": "hi", "agent": "assistant", "model": "offline"}
+    two = {"steps": [{"tool": "text_stats", "arguments": {"text": "a"}}] * 2, "answer": "ok"}
+    assert api.post("/api/runs", {**body, "offline_script": two}, who=alice).status_code == 202
+    three = {**two, "steps": two["steps"] * 2}
+    refused = api.post("/api/runs", {**body, "offline_script": three}, who=alice)
+    assert refused.status_code == 422
+    assert "at most 2 steps (HARNESS_OFFLINE_SCRIPT_MAX_STEPS)" in refused.json()["detail"]
+
+
 def test_an_offline_script_is_for_the_offline_model_only(api, alice, settings):
     settings.OPENAI_API_KEY = "sk-test"
     settings.HARNESS_ALLOWED_MODELS = ["offline", "gpt-x"]
@@ -101,6 +125,12 @@ def test_a_script_at_its_size_limit_is_taken_and_over_it_refused():
     assert len(OfflineScript.from_data(at_limit).steps) == SCRIPT_MAX_STEPS
     with pytest.raises(ScriptError, match="over 64000 characters"):
         OfflineScript.from_data({"answer": "x" * 64_000})
+
+
+def test_a_rendered_answer_is_bounded(settings):
+    settings.HARNESS_MAX_STORED_CHARS = 5000
+    script = OfflineScript.from_data({"answer": "{input}" * 9000})
+    assert len(script.render_answer(input="x" * 32_000, output=None, instructions="", agent="a")) == 5000
 
 
 def test_an_answer_fills_its_placeholders_and_json_stays_json():

@@ -74,7 +74,8 @@ def test_the_workers_publish_the_team_agents(harness, client):
     assert {"assistant", "calculator", "support", "classifier", "shipping"} <= set(agents)
     support = agents["support"]
     assert support["models"] == ["offline", "gpt-4.1-mini"] and not support["sandbox"]
-    assert support["tools"] == ["check_stock", "transfer_to_billing"]
+    # Its own tools, those of the agent it hands off to, and the handoff's.
+    assert support["tools"] == ["check_stock", "lookup_order", "refund", "transfer_to_billing"]
     assert support["spec"]["handoffs"] == ["transfer_to_billing"]
     assert support["spec"]["guardrails"] == {"input": ["no_card_numbers"], "output": ["no_internal_codes"]}
     assert support["spec"]["approvals"] == {"refund": "conditional"}

@@ -16,9 +16,6 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
-# Registers the agents.E001-E003 checks, run before this command starts: a broken
-# HARNESS_AGENT_MODULES stops it with the reason.
-import execution.catalog  # noqa: F401
 from common.processes import StopSignals, stop_children
 
 
@@ -32,6 +29,8 @@ class Command(BaseCommand):
         parser.add_argument("--no-web", action="store_true", help="Worker only.")
 
     def handle(self, *args: Any, host: str, port: int, no_worker: bool, no_web: bool, **options: Any) -> None:
+        if not no_worker:
+            _check_agents()  # the web alone (--no-worker) never loads the agents' code
         shown = "localhost" if host in ("127.0.0.1", "0.0.0.0", "::") else host  # noqa: S104
         base = f"http://{shown}:{port}"
         # Links the harness hands out (artifact download and upload URLs, the admin's) point
@@ -95,3 +94,16 @@ class Command(BaseCommand):
         self.stderr.write("Harness stopped.")
         if exit_code:
             raise SystemExit(exit_code)
+
+
+def _check_agents() -> None:
+    """A broken HARNESS_AGENT_MODULES stops the harness before it starts (agents.E001-E004)."""
+    from django.core.checks import run_checks
+    from django.core.management.base import SystemCheckError
+
+    import execution.catalog  # noqa: F401 (registers the checks)
+
+    errors = [error for error in run_checks(tags=["agents"]) if error.is_serious()]
+    if errors:
+        lines = "\n".join(f"{error.id}: {error.msg}\n\tHINT: {error.hint}" for error in errors)
+        raise SystemCheckError(f"SystemCheckError: the agent modules cannot be loaded:\n{lines}")
