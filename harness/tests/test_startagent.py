@@ -27,7 +27,7 @@ def importable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path
         del sys.modules[module]
 
 
-def test_it_creates_a_package_of_agents_tests_and_an_empty_golden_dataset(importable: Path) -> None:
+def test_it_creates_a_package_of_agents_tests_and_a_golden_dataset(importable: Path) -> None:
     call_command("startagent", NAME, directory=str(importable))
 
     package = importable / NAME
@@ -40,7 +40,13 @@ def test_it_creates_a_package_of_agents_tests_and_an_empty_golden_dataset(import
         "tests/__init__.py",
         "tests/test_agents.py",
     ]
-    assert json.loads((package / "golden.json").read_text()) == {"cases": [], "dataset": NAME}
+    golden = json.loads((package / "golden.json").read_text())
+    assert golden["dataset"] == NAME
+    (case,) = golden["cases"]  # recorded from the new agent's offline run
+    assert case["agent"] == NAME and case["input"] == "three little words" and case["model"] == "offline"
+    assert case["expected_tools"] == [{"name": "transfer_to_expert"}, {"name": "count_words"}]
+    assert json.loads(case["expected_output"]) == {"summary": "'three little words' has 3 word(s)", "words": 3}
+    assert len(case["cassette"]) == 3 and case["output_match"] == "exact"
     readme = (package / "README.md").read_text()
     assert f"uv run pytest {NAME}" in readme
     assert f"HARNESS_AGENT_MODULES={NAME}.agents make run" in readme
@@ -105,3 +111,43 @@ def test_it_refuses_the_name_of_an_existing_module(tmp_path: Path, name: str) ->
 def test_it_refuses_a_directory_that_is_not_there(tmp_path: Path) -> None:
     with pytest.raises(CommandError, match="not a directory"):
         call_command("startagent", NAME, directory=str(tmp_path / "nowhere"))
+
+
+def test_a_new_package_passes_the_eval_gate_in_a_fresh_database(tmp_path: Path) -> None:
+    """The whole path of a team, in real processes: startagent, loadgolden, eval."""
+    import os
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    env = {
+        **{key: value for key, value in os.environ.items() if not key.startswith(("HARNESS_", "DATABASE_", "DJANGO_"))},
+        "HARNESS_IGNORE_ENV_FILE": "1",
+        "DEBUG": "true",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        "HARNESS_VAR_DIR": str(tmp_path / "var"),
+        "HARNESS_AGENT_MODULES": "deskteam.agents",
+        "PYTHONPATH": str(tmp_path),
+    }
+
+    def manage(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "manage.py", *args], cwd=root, env=env, capture_output=True, text=True, timeout=180
+        )
+
+    made = manage("startagent", "deskteam", "--directory", str(tmp_path))
+    assert made.returncode == 0, made.stderr
+    assert manage("migrate", "--noinput").returncode == 0
+    loaded = manage("loadgolden", str(tmp_path / "deskteam" / "golden.json"))
+    assert "dataset deskteam: 1 case(s) created, 0 already there" in loaded.stdout, loaded.stderr
+    gate = manage("eval", "--dataset", "deskteam")
+    assert gate.returncode == 0, gate.stdout + gate.stderr
+    assert "1/1 passed" in gate.stdout
+    tests = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path / "deskteam")],
+        cwd=root,
+        env={**env, "DJANGO_SETTINGS_MODULE": "harness_site.test_settings"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert tests.returncode == 0, tests.stdout[-3000:]

@@ -46,6 +46,32 @@ def agent_package_create(*, name: str, directory: Path) -> Path:
     return target
 
 
+# The input of the golden case a new package starts with (recorded from its offline script).
+FIRST_CASE_INPUT = "three little words"
+
+
+def first_case_record(*, name: str, directory: Path) -> dict[str, Any]:
+    """Record the new agent's first golden case into its golden.json (its offline run)."""
+    import asyncio
+    import json
+    import sys
+
+    from harness.testing import record_case
+
+    sys.path.insert(0, str(directory.resolve()))
+    try:
+        case = asyncio.run(
+            record_case(name, FIRST_CASE_INPUT, module=f"{name}.agents", name=f"{name} answers", tags=("scaffold",))
+        )
+    finally:
+        sys.path.remove(str(directory.resolve()))
+    golden = directory / name / "golden.json"
+    payload = json.loads(golden.read_text())
+    payload["cases"] = [case]
+    golden.write_text(json.dumps(payload, indent=1, sort_keys=True) + "\n")
+    return case
+
+
 class Command(BaseCommand):
     help = "Create a package of agents (agents.py, tests, golden.json, README.md) for HARNESS_AGENT_MODULES."
 
@@ -56,6 +82,10 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         name: str = options["name"]
         target = agent_package_create(name=name, directory=Path(options["directory"]))
+        try:
+            first_case_record(name=name, directory=Path(options["directory"]))
+        except Exception as exc:  # the package is there; its dataset stays empty until a run is promoted
+            self.stderr.write(f"golden.json: the first case could not be recorded ({type(exc).__name__}: {exc})")
         files = sorted(str(path.relative_to(target)) for path in target.rglob("*") if path.is_file())
         self.stdout.write(self.style.SUCCESS(f"Created {target}/: {', '.join(files)}"))
         self.stdout.write(
