@@ -17,7 +17,7 @@ from common.text import SafeStr, text_problem
 from harness_site.telemetry import current_context, current_ids, set_current_attributes
 from runs import services
 from runs.models import Run
-from runs.published import UnknownAgent, agent_check, published_agents, published_version
+from runs.published import UnknownAgent, agent_check, published_agents, published_fresh, published_version
 from runs.schemas import AgentsOut, BudgetErrorOut, ErrorOut, RunIn, RunOut, RunPage, model_unavailable
 from runs.selectors import run_get_for_principal, run_list_for_principal
 from runs.streams import stream_token_issue
@@ -76,7 +76,11 @@ async def create_run(request: HttpRequest, payload: RunIn, response: HttpRespons
     if payload.offline_script is not None and payload.model_or_default != "offline":
         _invalid("offline_script", f'only for model "offline" (this run is on {payload.model_or_default!r})')
     try:  # against what the workers published (a query at most every HARNESS_AGENT_REGISTRY_TTL_SECONDS)
-        await db_call(agent_check, payload.agent, payload.model_or_default)
+        fresh = published_fresh()
+        if fresh is not None:
+            agent_check(payload.agent, payload.model_or_default, fresh)
+        else:
+            await db_call(agent_check, payload.agent, payload.model_or_default)
     except UnknownAgent as exc:
         _invalid("agent", str(exc))
     key = idempotency_key_of(request.headers)

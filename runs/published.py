@@ -44,6 +44,12 @@ _lock = threading.Lock()
 _cache: tuple[float, dict[str, Published]] | None = None
 
 
+def published_fresh() -> dict[str, Published] | None:
+    """What was read within the TTL, or None: the caller on an event loop reads it without a thread."""
+    cached = _cache
+    return cached[1] if cached is not None and time.monotonic() < cached[0] else None
+
+
 def published_agents() -> dict[str, Published]:
     """Every published agent by name (empty before any worker or migrate has published)."""
     global _cache
@@ -91,9 +97,9 @@ class UnknownAgent(ValueError):
     pass
 
 
-def agent_check(name: str, model: str) -> Published:
+def agent_check(name: str, model: str, agents: dict[str, Published] | None = None) -> Published:
     """The published agent a run names, allowed to use `model`; UnknownAgent says why not."""
-    agents = published_agents()
+    agents = published_agents() if agents is None else agents
     agent = agents.get(name)
     if agent is None:
         if not agents:
