@@ -8,6 +8,8 @@
 - "classifier": an agent whose answer is a `Ticket` (structured output).
 - "shipping": an agent whose tool comes from an MCP server over stdio (`mcp_server.py`),
   built by a factory so that each run starts its own server.
+- "reporter": a `SandboxAgent` whose shell commands run in the run's sandbox; what it writes
+  under outputs/ comes back as the run's artifacts.
 
 Every entry has an offline script, so each runs on the offline model with no key. Importing
 this module starts nothing: the MCP server starts when a run connects to it.
@@ -30,10 +32,13 @@ from agents import (
     output_guardrail,
 )
 from agents.mcp import MCPServerStdio
+from agents.sandbox import SandboxAgent
+from agents.sandbox.capabilities import Filesystem
 from pydantic import BaseModel
 
 from examples.support_desk import tools
 from harness import AgentEntry, OfflineScript, RunContext, ToolStep
+from harness.sandbox import shell
 
 MODELS = ("offline", "gpt-4.1-mini")
 MCP_SERVER = Path(__file__).resolve().with_name("mcp_server.py")
@@ -215,6 +220,30 @@ def shipping_script(text: str) -> OfflineScript:
     return OfflineScript(steps=(ToolStep("shipping_eta", {"order_id": _order_id(text)}),), answer="ETA: {output}")
 
 
+# --- reporter: a SandboxAgent --------------------------------------------------------------
+
+
+def build_reporter(model_name: str) -> SandboxAgent[RunContext]:
+    """An agent that works in the run's sandbox; files it writes under outputs/ become the
+    run's artifacts. Built per run: a sandbox agent's capabilities bind to the run's sandbox."""
+    return SandboxAgent[RunContext](
+        name="reporter",
+        instructions=(
+            "You write reports with shell commands in your sandbox. Write the report the user asks for "
+            "to outputs/report.txt, then answer with what it says."
+        ),
+        capabilities=[shell(), Filesystem()],
+    )
+
+
+def reporter_script(text: str) -> OfflineScript:
+    order = _order_id(text)
+    command = f"mkdir -p outputs && printf 'report for order %s: delivered\\n' {order} > outputs/report.txt && cat outputs/report.txt"
+    return OfflineScript(
+        steps=(ToolStep("exec_command", {"cmd": command, "yield_time_ms": 30_000}),), answer="Report written. {output}"
+    )
+
+
 AGENTS = [
     AgentEntry(
         name="support",
@@ -232,6 +261,14 @@ AGENTS = [
         agent=classifier,
         models=MODELS,
         offline=classifier_script,
+    ),
+    AgentEntry(
+        name="reporter",
+        description="Writes a report in a sandbox; outputs/report.txt comes back as an artifact.",
+        factory=build_reporter,
+        models=MODELS,
+        timeout_seconds=120,
+        offline=reporter_script,
     ),
     AgentEntry(
         name="shipping",

@@ -296,3 +296,15 @@ def test_a_broken_agent_module_stops_the_harness_at_startup(tmp_path):
     assert out.returncode != 0
     assert "agents.E001" in out.stderr and "brokendesk.agents" in out.stderr, out.stderr[-2000:]
     assert "agent 'x': a description is required" in out.stderr
+
+
+def test_a_team_sandbox_agent_runs_in_the_run_sandbox(harness, client):
+    body = run(harness, client, "reporter", "Write a report on order A-1001")
+    assert body["status"] == "succeeded", body
+    assert "report for order A-1001: delivered" in body["output"]
+    kinds = [event["type"] for event in events(harness, body["id"])]
+    assert kinds.index("sandbox.started") < kinds.index("tool.called") < kinds.index("sandbox.stopped")
+    artifacts = client.get(f"/api/runs/{body['id']}/artifacts").json()
+    assert [artifact["name"] for artifact in artifacts] == ["report.txt"]
+    (reporter,) = [agent for agent in client.get("/api/agents").json()["agents"] if agent["name"] == "reporter"]
+    assert reporter["sandbox"] is True and "exec_command" in reporter["tools"]

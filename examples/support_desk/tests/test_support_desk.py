@@ -22,8 +22,8 @@ def run(name: str, text: str) -> Any:
     return asyncio.run(run_offline(name, text, module=MODULE))
 
 
-def test_it_declares_three_agents_each_with_an_offline_script() -> None:
-    assert [entry.name for entry in AGENTS] == ["support", "classifier", "shipping"]
+def test_it_declares_four_agents_each_with_an_offline_script() -> None:
+    assert [entry.name for entry in AGENTS] == ["support", "classifier", "reporter", "shipping"]
     for entry in AGENTS:
         assert isinstance(entry, AgentEntry)
         assert isinstance(entry.offline_script("Where is my order A-1001?"), OfflineScript)
