@@ -286,22 +286,28 @@ def test_background_processes_do_not_outlive_their_command(alice):
         ),
     )
     assert "spawned" in tool_outputs(run)[0]
+    # This run's processes are those working in its workspace (other harness instances on the
+    # host may run the same commands in theirs).
+    workspace = Sandbox.objects.get(run=run).provider_session_id
 
-    def leftovers() -> list[list[str]]:
-        return [
-            p.info["cmdline"]
-            for p in psutil.process_iter(["cmdline"])
-            if p.info["cmdline"]
-            and any(arg in ("300", "301", "302", "303") for arg in p.info["cmdline"][-1:])
-            and "sleep" in p.info["cmdline"][0]
-        ]
+    def leftovers() -> list[dict[str, object]]:
+        found = []
+        for process in psutil.process_iter(["cmdline", "cwd", "uids", "ppid", "create_time"]):
+            cmdline, cwd = process.info["cmdline"] or [], process.info["cwd"] or ""
+            if not cmdline or not cwd.startswith(workspace):
+                continue
+            if any(arg in ("300", "301", "302", "303", "304") for arg in cmdline[-1:]) or "time.sleep(304)" in " ".join(
+                cmdline
+            ):
+                found.append({**process.info, "pid": process.pid})
+        return found
 
     # The sandbox is torn down when the run ends; under load the kernel may take a moment to
     # reap its processes. A leak would outlive this wait by minutes (they sleep 300 s and more).
     deadline = time.monotonic() + 10
     while leftovers() and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert leftovers() == []
+    assert leftovers() == [], "a background process of this run's sandbox outlived it"
     assert_cleaned(run)
 
 
