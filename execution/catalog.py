@@ -273,7 +273,7 @@ def catalog_agent(item: Any, module_name: str) -> CatalogAgent:
     if not isinstance(built, Agent):
         made = "its factory returned" if item.factory is not None else "agent="
         raise TypeError(f"{made} {type(built).__name__}, not an SDK Agent")
-    if item.factory is None and _mcp_servers(built):
+    if item.factory is None and mcp_servers(built):
         raise TypeError(
             "an agent with MCP servers must be declared with factory=, so that each run gets its own servers"
         )
@@ -315,7 +315,7 @@ def catalog_agent(item: Any, module_name: str) -> CatalogAgent:
             "input": [_guardrail_name(guardrail) for guardrail in built.input_guardrails],
             "output": [_guardrail_name(guardrail) for guardrail in built.output_guardrails],
         },
-        "mcp_servers": [server.name for server in _mcp_servers(built)],
+        "mcp_servers": [server.name for server in mcp_servers(built)],
         "dynamic_instructions": callable(built.instructions),
         "offline_script": item.offline is not None,
     }
@@ -355,7 +355,7 @@ def _guardrail_name(guardrail: Any) -> str:
     return str(guardrail.get_name() if hasattr(guardrail, "get_name") else getattr(guardrail, "name", "guardrail"))
 
 
-def _mcp_servers(agent: Any) -> list[Any]:
+def mcp_servers(agent: Any) -> list[Any]:
     """Every MCP server of an agent and of the agents it hands off to (each once)."""
     servers: list[Any] = []
     for current in _reachable(agent):
@@ -363,10 +363,6 @@ def _mcp_servers(agent: Any) -> list[Any]:
             if all(server is not known for known in servers):
                 servers.append(server)
     return servers
-
-
-def mcp_servers(agent: Any) -> list[Any]:
-    return _mcp_servers(agent)
 
 
 @functools.cache

@@ -348,14 +348,10 @@ def _catalog_agent(name: str) -> tuple[CatalogAgent | None, str]:
 
 def _jsonable(value: Any) -> Any:
     """A structured final output (a pydantic model, a dataclass, ...) as JSON data."""
-    import dataclasses
-
     from pydantic import TypeAdapter
 
     if hasattr(value, "model_dump"):
         return value.model_dump(mode="json")
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return TypeAdapter(type(value)).dump_python(value, mode="json")
     try:
         return TypeAdapter(type(value)).dump_python(value, mode="json")
     except Exception:

@@ -496,24 +496,17 @@ def run_finish(
         _charge(owner_id, outcome)
         return False
     events.events_insert(run_id=run_id, events=batch, last_seq=last_seq)
-    if outcome.budget:
-        audit_record(
-            action="run.budget_exceeded",
-            actor=Actor.worker(worker_id),
-            target_type="run",
-            target_id=run_id,
-            run_id=run_id,
-            data=outcome.budget,
-        )
-    if outcome.guardrail:
-        audit_record(
-            action="run.guardrail_tripped",
-            actor=Actor.worker(worker_id),
-            target_type="run",
-            target_id=run_id,
-            run_id=run_id,
-            data=outcome.guardrail,
-        )
+    # What stopped the run, when a limit or a guardrail did: audited with its facts.
+    for action, facts in (("run.budget_exceeded", outcome.budget), ("run.guardrail_tripped", outcome.guardrail)):
+        if facts:
+            audit_record(
+                action=action,
+                actor=Actor.worker(worker_id),
+                target_type="run",
+                target_id=run_id,
+                run_id=run_id,
+                data=facts,
+            )
     audit_record(
         action=f"run.{outcome.status}",
         actor=Actor.worker(worker_id),

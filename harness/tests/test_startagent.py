@@ -74,8 +74,6 @@ def test_the_generated_agents_are_valid_entries_with_every_feature(importable: P
 
 
 def test_the_generated_tests_pass(importable: Path) -> None:
-    if importlib.util.find_spec("harness.testing") is None:
-        pytest.skip("harness.testing is not there yet")
     call_command("startagent", NAME, directory=str(importable))
 
     tests = importlib.import_module(f"{NAME}.tests.test_agents")
