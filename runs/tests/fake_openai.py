@@ -75,6 +75,9 @@ class FakeOpenAI:
         self.keep_calling = keep_calling
         self.requests: list[dict[str, Any]] = []
         self.auth_headers: list[str] = []
+        # Cleared, the model answers no call until it is set again (at most a minute).
+        self.open = threading.Event()
+        self.open.set()
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -100,6 +103,7 @@ class FakeOpenAI:
                 if not self.path.endswith("/responses"):
                     self._json(404, {"error": {"message": f"no route {self.path}"}})
                     return
+                fake.open.wait(timeout=60)
                 fake.requests.append(body)
                 output = fake.respond(body)
                 usage = fake.usage

@@ -53,8 +53,14 @@ def test_twenty_racing_runs_overspend_a_daily_limit_by_at_most_one_call_each(har
     set_budget(harness, "racer", daily_limit_usd=DAILY_LIMIT)
     client = harness.client(key)
     body = {"input": "spend", "agent": "calculator", "model": "gpt-5.4-mini"}
-    with ThreadPoolExecutor(RACERS) as pool:
-        created = list(pool.map(lambda _: client.post("/api/runs", json=body), range(RACERS)))
+    # The model answers once all twenty are accepted: a run that spent the limit before a slow
+    # POST arrived would make that POST a fair 402, and the race would not be twenty wide.
+    fake_openai.open.clear()
+    try:
+        with ThreadPoolExecutor(RACERS) as pool:
+            created = list(pool.map(lambda _: client.post("/api/runs", json=body), range(RACERS)))
+    finally:
+        fake_openai.open.set()
     assert [response.status_code for response in created] == [202] * RACERS
     done = [
         harness.wait_for(client, response.json()["id"], ("succeeded", "failed"), timeout=120) for response in created
