@@ -36,6 +36,13 @@ def make_principal(username: str, **fields: Any) -> Principal:
     return Principal(user, raw)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that drives the real browser is marked `browser` (CI runs those once)."""
+    for item in items:
+        if "browser" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.browser)
+
+
 @pytest.fixture(autouse=True)
 def fresh_agent_catalog() -> Iterator[None]:
     """Each test loads HARNESS_AGENT_MODULES afresh (tests add agents to runs.registry.AGENTS

@@ -111,6 +111,7 @@ def test_it_refuses_a_directory_that_is_not_there(tmp_path: Path) -> None:
         call_command("startagent", NAME, directory=str(tmp_path / "nowhere"))
 
 
+@pytest.mark.own_services  # a SQLite database of its own whatever DATABASE_URL says: one CI pass
 def test_a_new_package_passes_the_eval_gate_in_a_fresh_database(tmp_path: Path) -> None:
     """The whole path of a team, in real processes: startagent, loadgolden, eval."""
     import os
