@@ -1,0 +1,69 @@
+"""Process-wide adjustments to the Agents SDK, made once when the executor is imported.
+
+Two checks the SDK repeats on every run give the same answer for the life of the process:
+
+- its configuration dataclasses (Agent, RunConfig, SandboxRunConfig, ...) find a field's
+  declared type by evaluating the class's type hints each time one is constructed
+  (`typing.get_type_hints` re-evaluates every string annotation of the class and its bases);
+- before each session call it inspects the session method's signature to see whether the method
+  takes the run's context (`inspect.signature`).
+
+Together they were about 10% of the run engine's CPU on a trivial run. Here each answer is
+worked out once per class or function. Where this SDK version does not make those checks where
+expected, nothing is changed and `install` says so.
+"""
+
+from __future__ import annotations
+
+import typing
+import weakref
+from collections.abc import Callable
+from types import MappingProxyType
+from typing import Any
+
+_hints: weakref.WeakKeyDictionary[type, MappingProxyType[str, Any]] = weakref.WeakKeyDictionary()
+_accepts: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+
+
+def class_type_hints(obj: Any, *args: Any, **kwargs: Any) -> Any:
+    """`typing.get_type_hints`, remembered for a class asked without options (read-only)."""
+    if args or kwargs or not isinstance(obj, type):
+        return typing.get_type_hints(obj, *args, **kwargs)
+    hints = _hints.get(obj)
+    if hints is None:
+        hints = _hints[obj] = MappingProxyType(typing.get_type_hints(obj))
+    return hints
+
+
+def remembered_by_function(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    """`check(method)` remembered by the method's function (a bound method's answer does not
+    depend on its instance: `self` is never the parameter looked for)."""
+
+    def remembered(method: Any) -> bool:
+        function = getattr(method, "__func__", None)
+        if function is None:
+            return check(method)
+        known = _accepts.get(function)
+        if known is None:
+            known = _accepts[function] = check(method)
+        return known
+
+    remembered.__wrapped__ = check  # type: ignore[attr-defined]
+    return remembered
+
+
+def install() -> dict[str, bool]:
+    """Apply both; for each, whether it is in place (False: this SDK version differs)."""
+    from agents import _config_coercion
+    from agents.memory import session
+
+    done = {}
+    current = getattr(_config_coercion, "get_type_hints", None)
+    if current is typing.get_type_hints:
+        _config_coercion.get_type_hints = class_type_hints  # type: ignore[attr-defined]
+    done["type_hints"] = _config_coercion.get_type_hints is class_type_hints  # type: ignore[attr-defined]
+    check = getattr(session, "_session_method_accepts_wrapper", None)
+    if callable(check) and not hasattr(check, "__wrapped__") and check.__name__ == "_session_method_accepts_wrapper":
+        session._session_method_accepts_wrapper = remembered_by_function(check)  # type: ignore[assignment]
+    done["session_signature"] = hasattr(getattr(session, "_session_method_accepts_wrapper", None), "__wrapped__")
+    return done
