@@ -63,14 +63,32 @@ class CatalogAgent:
     tool_names: list[str] = field(default_factory=list)
     facts: dict[str, Any] = field(default_factory=dict)
     version: str = ""
+    # Built agents by model name, for agents that need nothing of their run (see build).
+    built: dict[str, Agent[Any]] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def approvals(self) -> dict[str, Any]:
         return dict(self.declared.approvals)
 
+    @property
+    def reusable(self) -> bool:
+        """Whether one built SDK agent serves every run of a model: not a sandbox agent (its
+        capabilities are bound to the run's sandbox) and not a factory's (it builds per run,
+        MCP servers included). The SDK's Agent is configuration; concurrent runs share it."""
+        return not self.sandbox and not (isinstance(self.declared, AgentEntry) and self.declared.factory is not None)
+
     def build(self, model: Any) -> Agent[Any]:
-        """A fresh SDK agent for one run (tool outputs capped, approval rules applied).
-        `model` is the run's model (its name, or the Model object that will answer)."""
+        """The SDK agent for a run (tool outputs capped, approval rules applied): built once
+        per process and model name where `reusable`, else fresh. `model` is the run's model
+        (its name, or the Model object that will answer)."""
+        if not isinstance(model, str) or not self.reusable:
+            return self._build(model)
+        agent = self.built.get(model)
+        if agent is None:
+            agent = self.built[model] = self._build(model)
+        return agent
+
+    def _build(self, model: Any) -> Agent[Any]:
         if isinstance(self.declared, AgentSpec):
             return self.declared.build(model)
         entry = self.declared

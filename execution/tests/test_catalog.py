@@ -69,6 +69,33 @@ def test_a_team_module_loads_with_its_policy(modules):
     assert record["module"] == "teamagents.good" and len(pinger.version) == 16
 
 
+FACTORY = """
+from agents import Agent
+from harness import AgentEntry
+
+def build(model):
+    return Agent(name="Fresh", instructions="Answer.")
+
+AGENTS = [AgentEntry(name="fresh", description="Built per run.", factory=build)]
+"""
+
+
+def test_an_agent_is_built_once_per_model_unless_its_run_needs_its_own(modules):
+    from execution.offline import OfflineModel
+
+    agents = {**load(["runs.registry"]), **load([modules("good", GOOD), modules("factory", FACTORY)])}
+    pinger, calculator = agents["pinger"], agents["calculator"]
+    # Configuration shared by every run of a model: built once, the declared agent left alone.
+    assert pinger.build("offline") is pinger.build("offline") is not pinger.declared.agent
+    assert pinger.build("offline") is not pinger.build("gpt-5.4-mini")
+    assert calculator.build("offline") is calculator.build("offline")
+    assert pinger.build("offline").tools[0].needs_approval is True
+    # Per run: a factory's agents (MCP servers), a sandbox agent's (its sandbox), a Model object's.
+    assert agents["fresh"].build("offline") is not agents["fresh"].build("offline")
+    assert agents["coder"].build("offline") is not agents["coder"].build("offline")
+    assert calculator.build(OfflineModel(calculator)) is not calculator.build(OfflineModel(calculator))
+
+
 def test_the_version_follows_the_code_of_the_package(modules):
     from execution.catalog import _module_digest
 
