@@ -180,3 +180,19 @@ def test_a_stopping_worker_puts_the_runs_it_held_back_on_the_queue(alice):
     with serving(concurrency=3, principal_cap=1):
         wait_until(lambda: all_finished(runs), timeout=30)
     assert set(Run.objects.filter(pk__in=[r.pk for r in runs]).values_list("status", flat=True)) == {"succeeded"}
+
+
+def test_the_watcher_reads_every_run_it_holds_in_one_statement(alice):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    runs = [make_run(alice) for _ in range(60)]  # more than the driver caches statements for
+    Run.objects.filter(pk=runs[0].pk).update(status=Run.Status.RUNNING, worker_id="w/1")
+    asked = [run.pk for run in runs] + ["run_gone"]
+    with CaptureQueriesContext(connection) as queries:
+        states = services.run_states(run_ids=asked)
+    assert len(queries) == 1
+    assert states[runs[0].pk] == (Run.Status.RUNNING, "w/1")
+    assert all(states[run.pk] == (Run.Status.QUEUED, "") for run in runs[1:])
+    assert "run_gone" not in states and len(states) == 60
+    assert services.run_states(run_ids=[]) == {}
