@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from accounts.models import KEY_PREFIX, ApiKey, hash_key
 from audit.services import Actor, audit_record
+from common.db import unique_row
 
 # Touching last_used_at on every request would turn reads into writes.
 LAST_USED_RESOLUTION = timedelta(minutes=5)
@@ -59,10 +60,10 @@ def apikey_authenticate(*, raw_key: str) -> ApiKey | None:
     """The active key matching `raw_key`, or None."""
     if not raw_key.startswith(KEY_PREFIX) or len(raw_key) > 200:
         return None
-    api_key = (
-        ApiKey.objects.select_related("user")
-        .filter(key_hash=hash_key(raw_key), revoked_at__isnull=True, user__is_active=True)
-        .first()
+    api_key = unique_row(
+        ApiKey.objects.select_related("user").filter(
+            key_hash=hash_key(raw_key), revoked_at__isnull=True, user__is_active=True
+        )
     )
     if api_key is None:
         return None

@@ -23,6 +23,7 @@ from django.utils import timezone
 
 from billing.models import Budget, SpendDay
 from billing.pricing import is_priced
+from common.db import unique_row
 
 ZERO = Decimal(0)
 
@@ -205,7 +206,7 @@ def budget_check_create(*, owner_id: int, budget: Budget | None) -> None:
 
 
 def budget_for_update(owner_id: int) -> Budget | None:
-    return Budget.objects.select_for_update().filter(user_id=owner_id).first()
+    return unique_row(Budget.objects.select_for_update().filter(user_id=owner_id))
 
 
 def spend_charge(*, owner_id: int, cost: Decimal, on: date | None = None) -> None:
@@ -226,7 +227,7 @@ def spend_charge(*, owner_id: int, cost: Decimal, on: date | None = None) -> Non
 
 def spend_check(*, owner_id: int) -> SpendLimitReached | None:
     """For a running run, before a model call: its principal's spend limit, if used up."""
-    budget = Budget.objects.filter(user_id=owner_id).first()
+    budget = unique_row(Budget.objects.filter(user_id=owner_id))
     if budget is None or not budget.limits_spend:
         return None
     return spend_limit_reached(budget, spend_of(owner_id))

@@ -16,9 +16,12 @@ import functools
 from collections.abc import Callable
 from concurrent.futures import Executor
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import DatabaseError, connection, transaction
+
+if TYPE_CHECKING:
+    from django.db.models import Model, QuerySet
 
 
 def pooled() -> bool:
@@ -59,3 +62,10 @@ def reads_together() -> AbstractContextManager[Any]:
     statement). On SQLite every transaction takes the write lock (IMMEDIATE): reads stay
     in autocommit there."""
     return nullcontext() if connection.vendor == "sqlite" else transaction.atomic()
+
+
+def unique_row[M: Model](queryset: QuerySet[M]) -> M | None:
+    """The row a lookup on a unique key finds, or None: `.first()` without the ORDER BY it
+    adds (the model's ordering, or the primary key), which costs the hot paths (API keys,
+    runs, budgets) more to compile than the lookup costs to run."""
+    return next(iter(queryset.order_by()[:1]), None)

@@ -16,6 +16,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from audit.services import Actor, audit_record
+from common.db import unique_row
 from common.sql import insert_rows
 from common.text import safe_data, safe_text
 from runs import events
@@ -146,7 +147,7 @@ def run_create(
     )
     if session_id:
         # The row lock keeps two runs of one session from both passing the busy check.
-        session = Session.objects.select_for_update().filter(pk=session_id, owner=owner).first()
+        session = unique_row(Session.objects.select_for_update().filter(pk=session_id, owner=owner))
         if session is None:
             raise SessionNotFound(f"session {session_id!r} not found")
         # A run waiting for approval holds its session too: its conversation is not yet written.

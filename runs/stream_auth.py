@@ -11,6 +11,7 @@ from django.http.request import validate_host
 
 from accounts.models import ApiKey
 from accounts.services import apikey_authenticate
+from common.db import unique_row
 from common.text import text_problem
 from runs.models import Run
 from runs.streams import stream_token_read
@@ -35,10 +36,10 @@ def stream_principal(
             return None
         user_id, key_id = issued
         # A token lives no longer than its key: revoking the key ends its tokens too.
-        issuer = (
-            ApiKey.objects.select_related("user")
-            .filter(pk=key_id, user_id=user_id, revoked_at__isnull=True, user__is_active=True)
-            .first()
+        issuer = unique_row(
+            ApiKey.objects.select_related("user").filter(
+                pk=key_id, user_id=user_id, revoked_at__isnull=True, user__is_active=True
+            )
         )
         return StreamPrincipal(issuer.user, issuer.pk) if issuer else None
     if session_user is not None and session_user.is_authenticated and session_user.is_staff:
@@ -55,4 +56,4 @@ def stream_run_for(*, user: User, run_id: str) -> Run | None:
     runs = Run.objects.all()
     if not (user.is_staff and user.has_perm("runs.view_run")):
         runs = runs.filter(owner=user)
-    return runs.filter(pk=run_id).only("id").first()
+    return unique_row(runs.filter(pk=run_id).only("id"))

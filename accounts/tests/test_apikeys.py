@@ -39,3 +39,21 @@ def test_createapikey_refuses_a_blank_username():
     with pytest.raises(CommandError, match="USERNAME"):
         call_command("createapikey", "  ", stdout=io.StringIO(), stderr=io.StringIO())
     assert ApiKey.objects.count() == 0
+
+
+def test_a_key_is_found_by_one_unordered_lookup_and_a_revoked_one_is_not(alice):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+    from django.utils import timezone
+
+    from accounts.services import apikey_authenticate
+
+    apikey_authenticate(raw_key=alice.key)  # the first use writes last_used_at
+    with CaptureQueriesContext(connection) as queries:
+        found = apikey_authenticate(raw_key=alice.key)
+    assert found is not None and found.user == alice.user
+    # The hot path of every request: a unique key needs no ORDER BY (`.first()`'s costs more to compile).
+    assert len(queries) == 1 and "ORDER BY" not in queries[0]["sql"]
+    ApiKey.objects.filter(pk=found.pk).update(revoked_at=timezone.now())
+    assert apikey_authenticate(raw_key=alice.key) is None
+    assert apikey_authenticate(raw_key="hk_" + "x" * 40) is None
