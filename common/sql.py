@@ -32,3 +32,16 @@ def insert_rows(model: type[models.Model], rows: list[dict[str, Any]], *, ignore
     params = [field.get_db_prep_save(row[field.name], connection) for row in rows for field in fields]  # type: ignore[union-attr]
     with connection.cursor() as cursor:
         cursor.execute(_insert_sql(model, names, len(rows), ignore_conflicts), params)
+
+
+def insert_object[M: models.Model](obj: M) -> M:
+    """INSERT a new instance as `Model.save` would (its defaults, `auto_now_add`), in one cached
+    statement; for models whose primary key the instance carries (no AutoField) and that no
+    signal receiver listens to (none here does)."""
+    meta = obj._meta
+    if meta.auto_field is not None:
+        raise TypeError(f"{meta.label}: insert_object needs a primary key set on the instance")
+    insert_rows(type(obj), [{field.name: field.pre_save(obj, True) for field in meta.concrete_fields}])
+    obj._state.adding = False
+    obj._state.db = connection.alias
+    return obj

@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from audit.services import Actor, audit_record
 from common.db import unique_row
-from common.sql import insert_rows
+from common.sql import insert_object, insert_rows
 from common.text import safe_data, safe_text
 from runs import events
 from runs.models import Run, Session, SessionItem, Span, Trace
@@ -156,9 +156,9 @@ def run_create(
         if busy:
             raise SessionBusy(f"session {session_id} already has a run in progress ({busy}); wait for it or cancel it")
     else:
-        session = Session.objects.create(owner=owner)
+        session = insert_object(Session(owner=owner))
         SessionItem.objects.bulk_create([SessionItem(session=session, data=item) for item in history or []])
-    run = Run.objects.create(
+    run = Run(
         owner=owner,
         session=session,
         agent=agent,
@@ -173,6 +173,7 @@ def run_create(
         retry_of=retry_of,
         offline_script=offline_script,
     )
+    insert_object(run)
     _record(
         run_id=run.id,
         event=(events.QUEUED, {"status": Run.Status.QUEUED}),
