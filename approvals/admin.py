@@ -24,6 +24,7 @@ from approvals import services
 from approvals.models import Approval
 from approvals.selectors import DECIDE_PERMISSION
 from audit.services import Actor
+from common.admin import ReadOnlyAdmin
 
 ARGUMENTS_PREVIEW_CHARS = 120
 
@@ -54,7 +55,7 @@ class QueueFilter(admin.SimpleListFilter):
 
 
 @admin.register(Approval)
-class ApprovalAdmin(admin.ModelAdmin[Approval]):
+class ApprovalAdmin(ReadOnlyAdmin[Approval]):
     list_display = (
         "tool",
         "arguments_preview",
@@ -84,15 +85,6 @@ class ApprovalAdmin(admin.ModelAdmin[Approval]):
         "message",
     )
     fields = readonly_fields
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     def get_list_display(self, request: HttpRequest) -> Any:
         shown = list(super().get_list_display(request))

@@ -17,6 +17,7 @@ from django.utils import timezone
 from audit.services import Actor, audit_record
 from billing.models import Budget, SpendDay
 from billing.services import day_start
+from common.admin import ReadOnlyAdmin
 
 BUDGET_FIELDS = ("daily_limit_usd", "monthly_limit_usd", "max_concurrent_runs", "max_run_cost_usd", "max_run_tokens")
 SPEND_PERIODS = {"1": 1, "7": 7, "30": 30, "90": 90}
@@ -73,17 +74,8 @@ def _json(value: Any) -> Any:
 
 
 @admin.register(SpendDay)
-class SpendAdmin(admin.ModelAdmin[SpendDay]):
+class SpendAdmin(ReadOnlyAdmin[SpendDay]):
     """The spend page: what runs cost by day, agent, model and principal over a period."""
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> TemplateResponse:
         from runs.models import Run

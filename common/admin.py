@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.contrib import admin
+from django.db.models import Model
 from django.http import HttpRequest
 
 
@@ -26,3 +28,17 @@ class ObjectPageMixin:
         if obj is not None:
             context.update(self.object_context(request, obj))
         return super().render_change_form(request, context, add, change, form_url, obj)  # type: ignore[misc]
+
+
+class ReadOnlyAdmin[M: Model](admin.ModelAdmin[M]):
+    """A page of records: nothing is added, changed or deleted through the admin (actions and
+    the apps' own views do what may be done to them)."""
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

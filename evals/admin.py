@@ -14,7 +14,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
 from audit.services import Actor
-from common.admin import ObjectPageMixin
+from common.admin import ObjectPageMixin, ReadOnlyAdmin
 from evals import compare
 from evals.forms import BulkPromoteForm, GoldenCaseForm, PromoteForm
 from evals.models import Dataset, EvalResult, EvalRun, GoldenCase, GoldenCaseVersion
@@ -299,7 +299,7 @@ class EvalRunAdmin(ObjectPageMixin, admin.ModelAdmin[EvalRun]):
 
 
 @admin.register(EvalResult)
-class EvalResultAdmin(admin.ModelAdmin[EvalResult]):
+class EvalResultAdmin(ReadOnlyAdmin[EvalResult]):
     list_display = ("id", "eval_run", "passed", "case", "version", "why", "produced_run", "duration_ms")
     list_filter = ("passed", "eval_run__mode", "case__dataset")
     list_select_related = ("case", "case_version", "eval_run")
@@ -331,12 +331,3 @@ class EvalResultAdmin(admin.ModelAdmin[EvalResult]):
     @admin.display(description="run")
     def produced_run(self, obj: EvalResult) -> str:
         return run_link(obj.run_id)
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False

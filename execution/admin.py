@@ -5,6 +5,7 @@ from typing import Any
 from django.contrib import admin
 from django.http import HttpRequest
 
+from common.admin import ReadOnlyAdmin
 from execution.models import PublishedAgent, WorkerBeat
 
 
@@ -31,7 +32,7 @@ class WorkerBeatAdmin(admin.ModelAdmin[WorkerBeat]):
 
 
 @admin.register(PublishedAgent)
-class PublishedAgentAdmin(admin.ModelAdmin[PublishedAgent]):
+class PublishedAgentAdmin(ReadOnlyAdmin[PublishedAgent]):
     """The agents the workers run, as they published them (read-only: the code declares them)."""
 
     list_display = ("name", "description", "module", "tools", "models", "version", "publisher", "published_at")
@@ -50,12 +51,3 @@ class PublishedAgentAdmin(admin.ModelAdmin[PublishedAgent]):
     def models(self, obj: PublishedAgent) -> str:
         models = obj.spec.get("models")
         return "any allowed" if models is None else ", ".join(models)
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False

@@ -13,7 +13,7 @@ from django.urls import NoReverseMatch, URLPattern, path, reverse
 from django.utils.html import format_html
 
 from audit.services import Actor
-from common.admin import ObjectPageMixin
+from common.admin import ObjectPageMixin, ReadOnlyAdmin
 from evals.admin import PROMOTE_PERMISSION, promote_to_golden
 from feedback.admin import FeedbackFilter, FeedbackLabelFilter, feedback_panel
 from runs import console, services
@@ -41,17 +41,6 @@ class SpanInline(ReadOnlyInline):
     fields = ("kind", "name", "started_at", "duration_ms", "usage", "cost_usd", "error", "parent_id", "id")
     readonly_fields = fields
     ordering = ("started_at",)
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 def preview(text: str | None, length: int = PREVIEW_CHARS) -> str:

@@ -10,6 +10,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from audit.services import Actor
+from common.admin import ReadOnlyAdmin
 from sandboxes.models import Sandbox
 from sandboxes.services import sandboxes_cleanup
 
@@ -53,7 +54,8 @@ class SandboxInline(admin.TabularInline):  # type: ignore[type-arg]
 
 
 @admin.register(Sandbox)
-class SandboxAdmin(admin.ModelAdmin[Sandbox]):
+class SandboxAdmin(ReadOnlyAdmin[Sandbox]):
+    # Rows are the record: cleanup destroys the sandbox, not its history.
     list_display = (
         "id",
         "run_with_status",
@@ -85,15 +87,6 @@ class SandboxAdmin(admin.ModelAdmin[Sandbox]):
     @admin.display(description="ended")
     def ended(self, obj: Sandbox) -> str:
         return ending(obj)
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False  # rows are the record; cleanup destroys the sandbox, not its history
 
     def has_cleanup_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("sandboxes.cleanup_sandbox")
