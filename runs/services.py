@@ -277,10 +277,14 @@ def run_claim(*, run_id: str, worker_id: str, principal_cap: int | None = None) 
         return None
     run = Run.from_db(connection.alias, list(CLAIM_FIELDS), _from_db_values(row))
     if principal_cap is not None:
-        if connection.vendor == "postgresql":
-            with connection.cursor() as cursor:
+        with connection.cursor() as cursor:
+            if connection.vendor == "postgresql":
                 cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [CLAIM_LOCK_SPACE, run.owner_id])
-        inflight = Run.objects.filter(owner_id=run.owner_id, status=Run.Status.RUNNING).count()
+            cursor.execute(
+                f"SELECT COUNT(*) FROM {table} WHERE owner_id = %s AND status = %s",  # noqa: S608 (names are ours)
+                [run.owner_id, Run.Status.RUNNING],
+            )
+            inflight = cursor.fetchone()[0]
         if inflight > principal_cap:  # this run counts itself
             transaction.set_rollback(True)
             raise PrincipalBusy(run.owner_id, inflight - 1)
