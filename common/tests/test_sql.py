@@ -31,3 +31,26 @@ def test_a_model_whose_database_makes_the_key_is_refused(alice):
 
     with pytest.raises(TypeError, match="primary key"):
         insert_object(AuditLog(action="x"))
+
+
+def test_a_long_multi_row_insert_is_converted_once(alice):
+    from django.utils import timezone
+
+    from runs.models import RunEvent
+
+    if connection.vendor != "postgresql":
+        pytest.skip("psycopg's statement conversion: Postgres only")
+    from psycopg import _queries
+
+    from common.sql import insert_rows
+
+    session = insert_object(Session(owner=alice.user))
+    run = insert_object(Run(owner=alice.user, session=session, agent="calculator", model="offline", input="x"))
+    now = timezone.now()
+    rows = [{"run": run.pk, "seq": seq, "type": "text.delta", "data": {}, "created_at": now} for seq in range(1, 31)]
+    assert len(rows) * len(rows[0]) > 50  # past psycopg's own bound of 50 parameters
+    insert_rows(RunEvent, rows[:15])
+    before = _queries._query2pg_client.cache_info().hits
+    insert_rows(RunEvent, [{**row, "seq": row["seq"] + 15} for row in rows[:15]])
+    assert _queries._query2pg_client.cache_info().hits == before + 1
+    assert RunEvent.objects.filter(run=run).count() == 30
