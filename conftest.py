@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,6 +29,15 @@ class Principal:
     @property
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.key}"}
+
+
+def redis_reachable() -> bool:
+    """Whether the Redis of the machine (127.0.0.1:6379) answers: the Redis paths' tests skip without it."""
+    try:
+        with socket.create_connection(("127.0.0.1", 6379), timeout=1):
+            return True
+    except OSError:
+        return False
 
 
 def make_principal(username: str, **fields: Any) -> Principal:

@@ -7,7 +7,6 @@ stream following the durable log in the database (no Redis).
 from __future__ import annotations
 
 import json
-import socket
 import time
 from typing import Any
 
@@ -16,20 +15,13 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
+from conftest import redis_reachable
 from tests.integration.harness import Harness
 
 pytestmark = pytest.mark.integration
 
 FINAL = {"run.succeeded", "run.failed", "run.cancelled"}
 SLOW_INPUT = " ".join(f"w{i}" for i in range(60))
-
-
-def redis_reachable() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 6379), timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 @pytest.fixture(scope="module", params=["database", "redis"])
