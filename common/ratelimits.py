@@ -200,6 +200,7 @@ class StreamSlot:
         self.released = store is None
         self._loop = asyncio.get_running_loop()
         self._refresher = None if store is None else self._loop.create_task(self._refresh_while_open(store))
+        self._giving_back: asyncio.Task[None] | None = None
 
     async def _refresh_while_open(self, store: SlotStore) -> None:
         while True:
@@ -210,17 +211,27 @@ class StreamSlot:
                 logger.warning("stream slot not refreshed", extra={"error": type(exc).__name__})
 
     async def release(self) -> None:
+        """Give the slot back, once whoever asks. The work is a task of its own: a stream torn
+        down while it ends (its task cancelled as the client leaves) still gives it back."""
         if self.released or self.store is None or self._refresher is None:
             return
-        self.released = True
-        self._refresher.cancel()
+        if self._giving_back is None:
+            self._giving_back = self._loop.create_task(self._give_back(self.store, self._refresher))
+            _pending.add(self._giving_back)
+            self._giving_back.add_done_callback(_pending.discard)
+        await asyncio.shield(self._giving_back)
+
+    async def _give_back(self, store: SlotStore, refresher: asyncio.Task[None]) -> None:
+        refresher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            await self._refresher
+            await refresher
         try:
-            await self.store.release(self.key_id, self.member)
+            await store.release(self.key_id, self.member)
         except RedisError as exc:
             # The member expires on its own within STREAM_SLOT_TTL_SECONDS.
             logger.warning("stream slot not released", extra={"error": type(exc).__name__})
+        finally:
+            self.released = True
 
     def release_soon(self) -> None:
         """`release` from synchronous code on any thread (a response's closer)."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
@@ -25,17 +24,10 @@ from common.ratelimits import (
     api_rate_count,
     stream_slot_take,
 )
+from conftest import redis_reachable
 
 REDIS_URL = "redis://127.0.0.1:6379/3"
 WINDOW_START = 1_800_000_000 - 1_800_000_000 % 60  # a clock minute's first second
-
-
-def redis_reachable() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 6379), timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 @pytest.fixture(params=["local", "redis"])
@@ -242,6 +234,46 @@ def test_stream_slots_are_given_back_however_the_stream_ends():
         # Streams without a key (staff sessions) hold nothing.
         for _ in range(5):
             assert (await stream_slot_take(key_id=None)).released
+
+    asyncio.run(scenario())
+
+
+def test_a_slot_is_given_back_even_when_the_stream_ending_it_is_cancelled(store):
+    """A stream ends (its final event) and its client leaves at that moment: the task giving the
+    slot back is cancelled midway. The slot is given back all the same, once."""
+
+    class Slow:
+        def __init__(self, inner: SlotStore) -> None:
+            self.inner, self.releasing, self.go, self.releases = inner, asyncio.Event(), asyncio.Event(), 0
+
+        async def take(self, key_id: str, member: str, *, cap: int, now: float) -> bool:
+            return await self.inner.take(key_id, member, cap=cap, now=now)
+
+        async def refresh(self, key_id: str, member: str, *, now: float) -> None:
+            await self.inner.refresh(key_id, member, now=now)
+
+        async def release(self, key_id: str, member: str) -> None:
+            self.releasing.set()
+            await self.go.wait()
+            self.releases += 1
+            await self.inner.release(key_id, member)
+
+    async def scenario() -> None:
+        key, slow = key_id(), Slow(store)
+        assert await slow.take(key, "m", cap=1, now=ratelimits.clock())
+        slot = ratelimits.StreamSlot(slow, key, "m")
+        ending = asyncio.create_task(slot.release())
+        await slow.releasing.wait()
+        ending.cancel()  # the stream's task, torn down as its client leaves
+        with pytest.raises(asyncio.CancelledError):
+            await ending
+        slot.release_soon()  # the response's closer asks too
+        assert not await store.take(key, "other", cap=1, now=ratelimits.clock())  # still held meanwhile
+        slow.go.set()
+        await slot.release()
+        assert slot.released and slow.releases == 1
+        assert await store.take(key, "other", cap=1, now=ratelimits.clock())
+        await _closed(store)
 
     asyncio.run(scenario())
 
