@@ -50,7 +50,7 @@ from execution.executor import execute_claimed
 from execution.tracing import tracing_install
 from runs import services
 from runs.models import Run
-from runs.streams import publish, set_publisher
+from runs.streams import BatchPublisher, publish, set_publisher
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +58,8 @@ logger = logging.getLogger(__name__)
 # that the feeder waits too.
 HELD_PER_SLOT = 10
 HELD_RETRY_SECONDS = 0.5
+# Live event batches sent to Redis in one round trip, at most.
+PUBLISH_BATCH = 100
 
 
 def new_worker_id() -> str:
@@ -126,6 +128,7 @@ class Engine:
         self.room.set()
         tracing_install()
         self.publish_queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
+        self.batch_publisher = BatchPublisher.for_layer()
         self.publisher = asyncio.create_task(self._publisher())
         if settings.CHANNEL_LAYERS:
             set_publisher(self._publish_threadsafe)
@@ -139,6 +142,8 @@ class Engine:
                 break
             await asyncio.sleep(0.005)
         self.publisher.cancel()
+        if self.batch_publisher is not None:
+            await self.batch_publisher.close()
         await asyncio.get_running_loop().run_in_executor(None, self.db_threads.shutdown)
 
     def _publish_threadsafe(self, run_id: str, message: dict[str, Any]) -> None:
@@ -147,9 +152,17 @@ class Engine:
             self.loop.call_soon_threadsafe(self.publish_queue.put_nowait, (run_id, message))
 
     async def _publisher(self) -> None:
+        """What is queued when it wakes goes out in one round trip (commit order kept)."""
+        queue = self.publish_queue
         while True:
-            run_id, message = await self.publish_queue.get()
-            await publish(run_id, message)
+            batch = [await queue.get()]
+            while not queue.empty() and len(batch) < PUBLISH_BATCH:
+                batch.append(queue.get_nowait())
+            if self.batch_publisher is not None:
+                await self.batch_publisher.send(batch)
+            else:
+                for run_id, message in batch:
+                    await publish(run_id, message)
 
     # --- one run ------------------------------------------------------------------
 

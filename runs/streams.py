@@ -77,6 +77,46 @@ async def publish(run_id: str, message: dict[str, Any]) -> None:
         logger.warning("live publish failed", extra={"run_id": run_id, "error": type(exc).__name__})
 
 
+class BatchPublisher:
+    """Live events of many runs to Redis in one round trip per batch (the run engine's loop
+    publishes every committed batch of every run in flight). It writes what the pub/sub
+    channel layer's group_send would: the layer's serialization, on the group's channel."""
+
+    def __init__(self, layer: Any) -> None:
+        import redis.asyncio
+
+        self.serialize = layer.serialize
+        layers: dict[str, dict[str, Any]] = settings.CHANNEL_LAYERS
+        self.prefix = (layers["default"].get("CONFIG") or {}).get("prefix", "asgi")
+        self.client = redis.asyncio.Redis.from_url(settings.REDIS_URL)
+
+    @classmethod
+    def for_layer(cls) -> BatchPublisher | None:
+        """One for the configured layer, or None where it is not Redis pub/sub (publish each then)."""
+        from channels_redis.pubsub import RedisPubSubChannelLayer
+
+        layer = get_channel_layer() if settings.CHANNEL_LAYERS else None
+        if not isinstance(layer, RedisPubSubChannelLayer) or not settings.REDIS_URL:
+            return None
+        return cls(layer)
+
+    def channel(self, run_id: str) -> str:
+        return f"{self.prefix}__group__{group_name(run_id)}"
+
+    async def send(self, batch: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        for run_id, message in batch:
+            pipe.publish(self.channel(run_id), self.serialize(message))
+        try:
+            await pipe.execute()
+        except Exception as exc:
+            # The database log stays the truth; followers re-read it on their next idle tick.
+            logger.warning("live publish failed", extra={"runs": len(batch), "error": type(exc).__name__})
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
 _pending: set[asyncio.Task[None]] = set()
 
 
@@ -315,6 +355,20 @@ Receive = Callable[[float], Awaitable[list[dict[str, Any]] | None]]
 
 
 async def run_event_stream(run_id: str, after: int = 0) -> AsyncIterator[dict[str, Any] | None]:
+    """The run's events after `after`, one at a time (None on each idle keepalive interval)."""
+    async with contextlib.aclosing(run_event_batches(run_id, after)) as batches:
+        async for batch in batches:
+            if batch is None:
+                yield None
+                continue
+            for event in batch:
+                yield event
+
+
+async def run_event_batches(run_id: str, after: int = 0) -> AsyncGenerator[list[dict[str, Any]] | None]:
+    """The run's events after `after` as they come, a batch at a time (a page of the log, a
+    committed batch), in seq order, ending with the final event; None on each idle keepalive
+    interval. A stream writes each batch at once."""
     layer = get_channel_layer() if settings.CHANNEL_LAYERS else None
     keepalive = settings.HARNESS_STREAM_KEEPALIVE_SECONDS
     if layer is None:
@@ -331,9 +385,9 @@ async def run_event_stream(run_id: str, after: int = 0) -> AsyncIterator[dict[st
                     replayed=lambda seq: follower.start_at(run_id, seq),
                     reread_when_idle=False,
                 )
-            ) as events:
-                async for event in events:
-                    yield event
+            ) as batches:
+                async for batch in batches:
+                    yield batch
         finally:
             follower.unsubscribe(run_id, subscription)
         return
@@ -351,9 +405,9 @@ async def run_event_stream(run_id: str, after: int = 0) -> AsyncIterator[dict[st
         # While idle, look at the log too, in case a live message was lost.
         async with contextlib.aclosing(
             _replay_then_follow(run_id, after, receive, keepalive=keepalive, reread_when_idle=True)
-        ) as events:
-            async for event in events:
-                yield event
+        ) as batches:
+            async for batch in batches:
+                yield batch
     finally:
         await layer.group_discard(group_name(run_id), channel)
 
@@ -366,9 +420,9 @@ async def _replay_then_follow(
     keepalive: float,
     reread_when_idle: bool,
     replayed: Callable[[int], None] | None = None,
-) -> AsyncGenerator[dict[str, Any] | None]:
+) -> AsyncGenerator[list[dict[str, Any]] | None]:
     """Replay the log after `after`, then yield what `receive` brings, strictly in seq order,
-    until the final event; None on each idle keepalive interval.
+    a batch at a time (never empty), until the final event; None on each idle keepalive interval.
 
     `receive(timeout)` gives the next batch of live events in seq order, None when idle for
     `timeout` seconds, or OVERFLOW (read the log again). `replayed(seq)` is told how far the
@@ -378,11 +432,12 @@ async def _replay_then_follow(
     while True:
         if read_log:
             page = await events_after(run_id, last)
-            for row in page.events:
-                last = row["seq"]
-                yield row
-                if row["type"] in FINAL_EVENT_TYPES:
-                    return
+            rows, ended = _up_to_final(page.events)
+            if rows:
+                last = rows[-1]["seq"]
+                yield rows
+            if ended:
+                return
             if page.finished and not page.events:
                 return  # its final event was at or before `after`
             if len(page.events) == PAGE:
@@ -404,10 +459,19 @@ async def _replay_then_follow(
         if live and live[0]["seq"] > last + 1:
             read_log = True  # a gap: fill it from the log, in order
             continue
-        for row in live:
-            last = row["seq"]
-            yield row
-            if row["type"] in FINAL_EVENT_TYPES:
-                return
+        rows, ended = _up_to_final(live)
+        if rows:
+            last = rows[-1]["seq"]
+            yield rows
+        if ended:
+            return
         if batch and batch[-1]["type"] in FINAL_EVENT_TYPES:
             return  # the run ended at or before `after`
+
+
+def _up_to_final(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], bool]:
+    """The rows up to and including a final event, and whether there was one."""
+    for index, row in enumerate(rows):
+        if row["type"] in FINAL_EVENT_TYPES:
+            return rows[: index + 1], True
+    return rows, False
