@@ -14,6 +14,7 @@ import calendar
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from functools import cache
 from typing import Any
 
 from django.conf import settings
@@ -23,7 +24,7 @@ from django.utils import timezone
 
 from billing.models import Budget, SpendDay
 from billing.pricing import is_priced
-from common.db import unique_row
+from common.sql import columns, fetch_models, for_update
 
 ZERO = Decimal(0)
 
@@ -206,7 +207,14 @@ def budget_check_create(*, owner_id: int, budget: Budget | None) -> None:
 
 
 def budget_for_update(owner_id: int) -> Budget | None:
-    return unique_row(Budget.objects.select_for_update().filter(user_id=owner_id))
+    """The principal's budget row, locked until the transaction ends (every new run reads it)."""
+    found = fetch_models(_budget_sql(for_update()), [owner_id], Budget)
+    return None if found is None else found[0]
+
+
+@cache
+def _budget_sql(suffix: str) -> str:
+    return f"SELECT {columns(Budget, 'b')} FROM {connection.ops.quote_name(Budget._meta.db_table)} b WHERE b.user_id = %s{suffix}"  # noqa: S608 (names are ours)
 
 
 def spend_charge(*, owner_id: int, cost: Decimal, on: date | None = None) -> None:
@@ -227,7 +235,8 @@ def spend_charge(*, owner_id: int, cost: Decimal, on: date | None = None) -> Non
 
 def spend_check(*, owner_id: int) -> SpendLimitReached | None:
     """For a running run, before a model call: its principal's spend limit, if used up."""
-    budget = unique_row(Budget.objects.filter(user_id=owner_id))
+    found = fetch_models(_budget_sql(""), [owner_id], Budget)
+    budget = None if found is None else found[0]
     if budget is None or not budget.limits_spend:
         return None
     return spend_limit_reached(budget, spend_of(owner_id))

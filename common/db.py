@@ -15,10 +15,9 @@ import contextvars
 import functools
 from collections.abc import Callable
 from concurrent.futures import Executor
-from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any
 
-from django.db import DatabaseError, connection, transaction
+from django.db import DatabaseError, connection
 
 if TYPE_CHECKING:
     from django.db.models import Model, QuerySet
@@ -55,13 +54,6 @@ async def db_call[R](fn: Callable[..., R], /, *args: Any, executor: Executor | N
     context = contextvars.copy_context()
     context.run(calling_loop.set, loop)
     return await loop.run_in_executor(executor, context.run, call)
-
-
-def reads_together() -> AbstractContextManager[Any]:
-    """Several reads in one transaction on Postgres (one round of BEGIN/COMMIT, not one per
-    statement). On SQLite every transaction takes the write lock (IMMEDIATE): reads stay
-    in autocommit there."""
-    return nullcontext() if connection.vendor == "sqlite" else transaction.atomic()
 
 
 def unique_row[M: Model](queryset: QuerySet[M]) -> M | None:

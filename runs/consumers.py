@@ -18,7 +18,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from common.db import db_call
 from common.ratelimits import StreamLimitReached, StreamSlot, stream_slot_take
-from runs.stream_auth import stream_principal, stream_run_for
+from runs.stream_auth import stream_authorize
 from runs.streams import run_event_stream
 
 
@@ -39,8 +39,8 @@ class RunStreamConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         except ValueError:
             await self.close(code=4400)
             return
-        principal = await db_call(
-            stream_principal,
+        principal, found = await db_call(
+            stream_authorize,
             run_id=run_id,
             api_key=api_key,
             token=(query.get("token") or [None])[0],
@@ -50,7 +50,7 @@ class RunStreamConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         if principal is None:
             await self.close(code=4401)
             return
-        if await db_call(stream_run_for, user=principal.user, run_id=run_id) is None:
+        if not found:
             await self.close(code=4404)
             return
         try:

@@ -12,11 +12,11 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, Stream
 from django.shortcuts import render
 from django.urls import reverse
 
-from common.db import db_call, reads_together
+from common.db import db_call
 from common.ratelimits import RateLimited, SlotHeld, api_rate_count, stream_slot_take
 from runs.models import Run
-from runs.stream_auth import StreamPrincipal, stream_principal, stream_run_for
-from runs.streams import run_event_stream
+from runs.stream_auth import StreamPrincipal, stream_authorize
+from runs.streams import run_event_batches
 
 
 def _error(status: int, detail: str) -> JsonResponse:
@@ -32,9 +32,7 @@ def _too_many(exc: RateLimited) -> JsonResponse:
 def _authorize(*, run_id: str, api_key: str | None, token: str | None) -> tuple[StreamPrincipal | None, bool]:
     """Who asks and whether the run is theirs; the request counts against the key's rate limit
     (RateLimited), as every API request does."""
-    with reads_together():
-        principal = stream_principal(run_id=run_id, api_key=api_key, token=token, session_user=None, origin=None)
-        found = principal is not None and stream_run_for(user=principal.user, run_id=run_id) is not None
+    principal, found = stream_authorize(run_id=run_id, api_key=api_key, token=token, session_user=None, origin=None)
     if principal is not None and principal.api_key_id is not None:
         api_rate_count(key_id=principal.api_key_id)
     return principal, found
@@ -76,12 +74,15 @@ async def run_events_sse(request: HttpRequest, run_id: str) -> HttpResponse | St
 
     async def body() -> AsyncIterator[str]:
         yield "retry: 1000\n\n"
-        async for event in run_event_stream(run_id, after):
-            if event is None:
+        # A batch of events (a page of the log, a committed batch) goes out as one write.
+        async for batch in run_event_batches(run_id, after):
+            if batch is None:
                 yield ": keepalive\n\n"
                 continue
-            data = json.dumps(event, cls=DjangoJSONEncoder)
-            yield f"id: {event['seq']}\nevent: {event['type']}\ndata: {data}\n\n"
+            yield "".join(
+                f"id: {event['seq']}\nevent: {event['type']}\ndata: {json.dumps(event, cls=DjangoJSONEncoder)}\n\n"
+                for event in batch
+            )
 
     response = StreamingHttpResponse(SlotHeld(body(), slot), content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
