@@ -97,8 +97,11 @@ def events_append(
         return events_insert(run_id=run_id, events=events, last_seq=last)
 
 
-def events_insert(*, run_id: str, events: Sequence[EventSpec], last_seq: int) -> list[dict[str, Any]]:
-    """Write events whose numbers (up to `last_seq`) the caller has reserved; publish on commit.
+def events_insert(
+    *, run_id: str, events: Sequence[EventSpec], last_seq: int, publish: bool = True
+) -> list[dict[str, Any]]:
+    """Write events whose numbers (up to `last_seq`) the caller has reserved; publish on commit
+    (`publish=False`: nobody can be listening yet; a stream replays them from the log).
 
     Their text is stored safely (common.text.safe_data: NUL and lone surrogates become U+FFFD)
     and redacted."""
@@ -112,5 +115,6 @@ def events_insert(*, run_id: str, events: Sequence[EventSpec], last_seq: int) ->
         RunEvent,
         [{"run": run_id, "seq": p["seq"], "type": p["type"], "data": p["data"], "created_at": now} for p in payloads],
     )
-    events_publish_on_commit(run_id, payloads)
+    if publish:
+        events_publish_on_commit(run_id, payloads)
     return payloads

@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from audit.services import Actor, audit_record
 from common.db import unique_row
-from common.sql import insert_object, insert_rows
+from common.sql import fetch_values, insert_object, insert_rows
 from common.text import safe_data, safe_text
 from runs import events
 from runs.models import Run, Session, SessionItem, Span, Trace
@@ -165,7 +165,7 @@ def run_create(
         model=model,
         input=input,
         input_files=files,
-        event_seq=0,
+        event_seq=1,  # its run.queued event, written with it
         origin=origin,
         limits=run_limits.as_json(),
         trace_context=trace_context or {},
@@ -174,11 +174,17 @@ def run_create(
         offline_script=offline_script,
     )
     insert_object(run)
-    _record(
-        run_id=run.id,
-        event=(events.QUEUED, {"status": Run.Status.QUEUED}),
+    # A new run is nobody else's yet: its first event needs no counter update, and no stream can
+    # be following a run whose id is not yet known (a stream replays it from the log).
+    events.events_insert(
+        run_id=run.id, events=[(events.QUEUED, {"status": Run.Status.QUEUED})], last_seq=1, publish=False
+    )
+    audit_record(
         action="run.created",
         actor=actor,
+        target_type="run",
+        target_id=run.id,
+        run_id=run.id,
         data={
             "agent": agent,
             "model": model,
@@ -191,7 +197,6 @@ def run_create(
     )
     if enqueue:
         transaction.on_commit(lambda: run_enqueue(run.id))
-    run.event_seq = 1  # its run.queued event, appended above
     return run
 
 
@@ -317,7 +322,7 @@ def run_claim(*, run_id: str, worker_id: str, principal_cap: int | None = None) 
         run_id=run_id,
         data=started,
     )
-    history = list(SessionItem.objects.filter(session_id=run.session_id).order_by("id").values_list("id", "data"))
+    history = fetch_values(SessionItem, ("id", "data"), "session_id = %s", [run.session_id], order_by="id")
     return Claim(run=run, history=history, resume=resume)
 
 

@@ -228,3 +228,73 @@ def test_agents_lists_the_registry_and_models(api, alice):
     assert body["agents"][2]["tools"] == ["exec_command", "write_stdin", "view_image", "apply_patch"]
     assert body["default_model"] == "offline" and body["models"] == ["offline"]
     assert body["openai_configured"] is False
+
+
+def test_a_new_run_is_written_with_plain_statements_and_its_log_goes_on_from_its_first_event(alice):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from billing.models import Budget
+    from runs.events import events_append
+
+    Budget.objects.create(user=alice.user, max_concurrent_runs=5)
+    with CaptureQueriesContext(connection) as queries:
+        run = make_run(alice)
+    # The published agents (read once per HARNESS_AGENT_REGISTRY_TTL_SECONDS) and the broker's
+    # queue (the ORM broker without Redis) are left out.
+    sql = [q["sql"] for q in queries if "execution_publishedagent" not in q["sql"] and "django_q" not in q["sql"]]
+    statements = [text.split()[0] for text in sql]
+    # The budget row locked, its count of active runs, the session, the run, its first event, its audit row.
+    assert "SAVEPOINT" not in statements and statements.count("UPDATE") == 0, sql
+    assert statements.count("SELECT") == 2 and statements.count("INSERT") == 4, sql
+    if connection.vendor == "postgresql":
+        assert next(text for text in sql if "billing_budget" in text).endswith("FOR UPDATE")
+    run.refresh_from_db()
+    assert run.event_seq == 1 and list(run.events.values_list("seq", "type")) == [(1, "run.queued")]
+    events_append(run_id=run.id, events=[("run.started", {}), ("agent.updated", {})])
+    assert list(run.events.values_list("seq", flat=True)) == [1, 2, 3]
+
+
+def test_creating_a_run_publishes_nothing_live_and_its_next_events_are(alice, settings):
+    """No stream can follow a run before its id is known: its run.queued event is only in the log."""
+    from runs import streams
+    from runs.events import events_append
+
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    sent: list[tuple[str, list[int]]] = []
+    streams.set_publisher(lambda run_id, message: sent.append((run_id, [e["seq"] for e in message["events"]])))
+    try:
+        run = make_run(alice)
+        assert sent == [] and list(run.events.values_list("seq", flat=True)) == [1]
+        events_append(run_id=run.id, events=[("run.started", {})])
+        assert sent == [(run.id, [2])]
+    finally:
+        streams.set_publisher(None)
+
+
+def test_a_batch_of_events_goes_out_as_one_write_of_the_stream(alice):
+    """The SSE response writes a page of the log (or a committed batch) at once, not an event at a time."""
+    import asyncio
+
+    from django.test import AsyncClient
+
+    from runs.events import events_append
+
+    run = make_run(alice)
+    events_append(run_id=run.id, events=[("run.started", {}), ("text.delta", {"delta": "hi"})])
+    events_append(run_id=run.id, events=[("run.succeeded", {"status": "succeeded"})])
+    Run.objects.filter(pk=run.pk).update(status=Run.Status.SUCCEEDED)
+
+    async def chunks() -> list[bytes]:
+        response = await AsyncClient().get(f"/api/runs/{run.id}/events", headers=alice.headers)
+        assert response.status_code == 200
+        return [chunk async for chunk in response.streaming_content]  # type: ignore[attr-defined]
+
+    got = asyncio.run(chunks())
+    assert got[0] == b"retry: 1000\n\n" and len(got) == 2
+    assert [line for line in got[1].decode().splitlines() if line.startswith("id: ")] == [
+        "id: 1",
+        "id: 2",
+        "id: 3",
+        "id: 4",
+    ]
