@@ -1,14 +1,16 @@
 """Process-wide adjustments to the Agents SDK, made once when the executor is imported.
 
-Two checks the SDK repeats on every run give the same answer for the life of the process:
+Three checks the SDK repeats on every run give the same answer for the life of the process:
 
 - its configuration dataclasses (Agent, RunConfig, SandboxRunConfig, ...) find a field's
   declared type by evaluating the class's type hints each time one is constructed
   (`typing.get_type_hints` re-evaluates every string annotation of the class and its bases);
 - before each session call it inspects the session method's signature to see whether the method
-  takes the run's context (`inspect.signature`).
+  takes the run's context (`inspect.signature`);
+- before each function tool call it inspects the tool's invoker (`inspect.signature` and
+  `typing.get_type_hints`) to see whether it takes the whole tool context or only the run's.
 
-Together they were about 10% of the run engine's CPU on a trivial run. Here each answer is
+Together they were about 11% of the run engine's CPU on a trivial run. Here each answer is
 worked out once per class or function. Where this SDK version does not make those checks where
 expected, nothing is changed and `install` says so.
 """
@@ -23,6 +25,7 @@ from typing import Any
 
 _hints: weakref.WeakKeyDictionary[type, MappingProxyType[str, Any]] = weakref.WeakKeyDictionary()
 _accepts: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+_forks: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
 
 
 def class_type_hints(obj: Any, *args: Any, **kwargs: Any) -> Any:
@@ -52,8 +55,30 @@ def remembered_by_function(check: Callable[[Any], bool]) -> Callable[[Any], bool
     return remembered
 
 
+def remembered_by_invoker(choose: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+    """`choose(function_tool, context)`, which gives the tool's invoker either the tool context
+    itself or the run's part of it (`context._fork_with_tool_input`), depending only on the
+    invoker's declared signature: which of the two is remembered per invoker function."""
+
+    def remembered(function_tool: Any, context: Any) -> Any:
+        invoker = getattr(function_tool, "on_invoke_tool", None)
+        key = getattr(invoker, "__func__", invoker)
+        try:
+            forks = _forks.get(key)
+        except TypeError:  # not weakly referenceable: asked each time
+            return choose(function_tool, context)
+        if forks is None:
+            chosen = choose(function_tool, context)
+            _forks[key] = chosen is not context
+            return chosen
+        return context._fork_with_tool_input(context.tool_input) if forks else context
+
+    remembered.__wrapped__ = choose  # type: ignore[attr-defined]
+    return remembered
+
+
 def install() -> dict[str, bool]:
-    """Apply both; for each, whether it is in place (False: this SDK version differs)."""
+    """Apply all three; for each, whether it is in place (False: this SDK version differs)."""
     from agents import _config_coercion
     from agents.memory import session
 
@@ -66,4 +91,14 @@ def install() -> dict[str, bool]:
     if callable(check) and not hasattr(check, "__wrapped__") and check.__name__ == "_session_method_accepts_wrapper":
         session._session_method_accepts_wrapper = remembered_by_function(check)  # type: ignore[assignment]
     done["session_signature"] = hasattr(getattr(session, "_session_method_accepts_wrapper", None), "__wrapped__")
+    from agents import tool
+
+    choose = getattr(tool, "_get_function_tool_invoke_context", None)
+    if (
+        callable(choose)
+        and not hasattr(choose, "__wrapped__")
+        and choose.__name__ == "_get_function_tool_invoke_context"
+    ):
+        tool._get_function_tool_invoke_context = remembered_by_invoker(choose)  # type: ignore[assignment]
+    done["tool_context"] = hasattr(getattr(tool, "_get_function_tool_invoke_context", None), "__wrapped__")
     return done

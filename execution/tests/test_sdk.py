@@ -41,7 +41,7 @@ def test_a_class_hints_are_evaluated_once_and_still_pick_the_declared_type(monke
     # Anything but a plain class question goes to typing every time.
     sdk.class_type_hints(TeamRunConfig, include_extras=True)
     assert calls.count(TeamRunConfig) == 2
-    assert sdk.install() == {"type_hints": True, "session_signature": True}  # twice is harmless
+    assert sdk.install() == {"type_hints": True, "session_signature": True, "tool_context": True}  # twice is harmless
 
 
 class ContextSession:
@@ -79,3 +79,46 @@ def test_a_session_method_signature_is_inspected_once_per_function(monkeypatch):
     assert answers == [True, True, True, False, False]
     assert inspected.count(ContextSession.get_items) == 1 and inspected.count(PlainSession.get_items) == 1
     assert checks(lambda wrapper=None: None) is True  # not a method: asked every time, answered as before
+
+
+def test_a_tool_invoker_s_signature_is_inspected_once_and_it_gets_the_context_it_declares(monkeypatch):
+    import inspect
+    from typing import Any
+
+    from agents import FunctionTool, RunContextWrapper, function_tool, tool
+    from agents.tool_context import ToolContext
+
+    import execution.executor  # noqa: F401
+
+    choose = tool._get_function_tool_invoke_context
+    assert choose.__wrapped__.__name__ == "_get_function_tool_invoke_context"
+
+    @function_tool
+    def add(a: int, b: int) -> int:
+        """Add."""
+        return a + b
+
+    async def narrow(ctx: RunContextWrapper[Any], arguments: str) -> str:
+        return arguments
+
+    narrow_tool = FunctionTool(
+        name="narrow", description="", params_json_schema={"type": "object"}, on_invoke_tool=narrow
+    )
+    inspected: list[object] = []
+    signature = inspect.signature
+
+    def counted(obj, *args, **kwargs):
+        inspected.append(obj)
+        return signature(obj, *args, **kwargs)
+
+    monkeypatch.setattr(inspect, "signature", counted)
+    for n in range(3):
+        context = ToolContext(context=None, tool_name="t", tool_call_id=f"call_{n}", tool_arguments="{}")
+        # What the SDK itself decides, every time: the same object, or the run's part of it.
+        assert choose(add, context) is choose.__wrapped__(add, context) is context
+        forked = choose(narrow_tool, context)
+        assert forked is not context and not isinstance(forked, ToolContext)
+        assert type(forked) is type(choose.__wrapped__(narrow_tool, context))
+    mine = [obj for obj in inspected if obj in (add.on_invoke_tool, narrow)]
+    # Once per invoker by the remembered choice, plus once per call by the direct calls above.
+    assert mine.count(narrow) == 1 + 3 and mine.count(add.on_invoke_tool) == 1 + 3
