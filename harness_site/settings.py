@@ -465,6 +465,10 @@ HARNESS_WORKER_CONCURRENCY = env_int("HARNESS_WORKER_CONCURRENCY", 100, minimum=
 HARNESS_WORKER_THREADS = env_int("HARNESS_WORKER_THREADS", HARNESS_WORKER_CONCURRENCY, minimum=1)
 # Threads that do a worker's own database work (claims, event batches, outcomes).
 HARNESS_WORKER_DB_THREADS = env_int("HARNESS_WORKER_DB_THREADS", 4, minimum=1)
+# The web and worker processes, once started, freeze what startup made (the garbage collector
+# never scans it again) and collect their youngest objects every this many allocations
+# (Python's default is 700). 0 leaves the collector as Python sets it.
+HARNESS_GC_THRESHOLD = env_int("HARNESS_GC_THRESHOLD", 10000, minimum=0)
 # Runs of one principal executing at once, over every worker; the rest wait queued.
 HARNESS_PRINCIPAL_MAX_INFLIGHT = env_int("HARNESS_PRINCIPAL_MAX_INFLIGHT", 50, minimum=1)
 # On SIGTERM a worker takes no new runs and gives running ones this long to finish.

@@ -84,6 +84,11 @@ def main() -> None:
     install(settings.HARNESS_STREAM_MAX_BUFFER_BYTES, settings.HARNESS_STREAM_STALL_SECONDS)
     from daphne.cli import CommandLineInterface
 
+    from common.processes import gc_tune
+    from harness_site.asgi import application  # noqa: F401 (imported now, to be frozen with the rest)
+
+    gc_tune(settings.HARNESS_GC_THRESHOLD)
+
     sys.argv[0] = "daphne"
     CommandLineInterface.entrypoint()
 

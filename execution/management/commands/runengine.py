@@ -15,6 +15,9 @@ class Command(BaseCommand):
     help = "Run one worker process of the run engine (manage.py runworker starts these for you)."
 
     def handle(self, *args: Any, **options: Any) -> None:
+        from django.conf import settings
+
+        from common.processes import gc_tune
         from execution.engine import serve_forever
         from execution.executor import warm_up
         from harness_site.telemetry import telemetry_setup, telemetry_shutdown
@@ -24,6 +27,7 @@ class Command(BaseCommand):
         # Importing the SDK and building a first run's schemas cost seconds of CPU: pay
         # them before taking runs, so no run waits for them.
         warm_up()
+        gc_tune(settings.HARNESS_GC_THRESHOLD)  # after startup: what it made is never scanned again
         try:
             serve_forever()
         finally:
