@@ -51,7 +51,7 @@ from execution.cassette import CassetteModel, RecordingModel, ReplayDiverged
 from execution.catalog import CatalogAgent, CatalogError, agent_get, catalog, mcp_servers, registry_version
 from execution.memory import RunMemory
 from execution.offline import OFFLINE_MODEL, OfflineModel, OfflineScriptError
-from execution.sdk import install as sdk_install
+from execution.sdk import install_or_warn as sdk_install
 from execution.tracing import processor, trace_rows
 from harness.agents import OfflineScript, RunContext
 from harness_site.logs import run_logging_context

@@ -17,11 +17,14 @@ expected, nothing is changed and `install` says so.
 
 from __future__ import annotations
 
+import logging
 import typing
 import weakref
 from collections.abc import Callable
 from types import MappingProxyType
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 _hints: weakref.WeakKeyDictionary[type, MappingProxyType[str, Any]] = weakref.WeakKeyDictionary()
 _accepts: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
@@ -101,4 +104,17 @@ def install() -> dict[str, bool]:
     ):
         tool._get_function_tool_invoke_context = remembered_by_invoker(choose)  # type: ignore[assignment]
     done["tool_context"] = hasattr(getattr(tool, "_get_function_tool_invoke_context", None), "__wrapped__")
+    return done
+
+
+def install_or_warn() -> dict[str, bool]:
+    """`install`, with a warning naming what is not in place: runs still work (the SDK makes its
+    own checks there), at more CPU per run, and an operator upgrading the SDK should know."""
+    done = install()
+    missing = sorted(name for name, in_place in done.items() if not in_place)
+    if missing:
+        logger.warning(
+            "openai-agents adjustments not in place (this SDK version differs): its own checks run on every run",
+            extra={"missing": missing},
+        )
     return done

@@ -44,6 +44,30 @@ def test_a_class_hints_are_evaluated_once_and_still_pick_the_declared_type(monke
     assert sdk.install() == {"type_hints": True, "session_signature": True, "tool_context": True}  # twice is harmless
 
 
+def test_an_sdk_that_differs_is_left_alone_with_a_warning_naming_what(monkeypatch, caplog):
+    from agents import tool
+
+    import execution.executor  # noqa: F401
+
+    def _get_function_tool_invoke_context(function_tool, context):  # as a newer SDK might have it
+        return context
+
+    monkeypatch.setattr(tool, "_get_function_tool_invoke_context", _get_function_tool_invoke_context)
+    monkeypatch.setattr(_config_coercion, "get_type_hints", lambda obj, *args, **kwargs: {})
+    with caplog.at_level("WARNING", logger="execution.sdk"):
+        done = sdk.install_or_warn()
+    assert done == {"type_hints": False, "session_signature": True, "tool_context": True}
+    # The one in place stays; the other is the SDK's own, untouched.
+    assert tool._get_function_tool_invoke_context.__wrapped__ is _get_function_tool_invoke_context
+    [record] = caplog.records
+    assert record.levelname == "WARNING" and record.missing == ["type_hints"]
+    caplog.clear()
+    monkeypatch.undo()
+    with caplog.at_level("WARNING", logger="execution.sdk"):
+        assert all(sdk.install_or_warn().values())
+    assert caplog.records == []
+
+
 class ContextSession:
     """A session whose method takes the run's context (the SDK's opt-in)."""
 
