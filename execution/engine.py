@@ -25,6 +25,7 @@ room, so one principal's burst cannot take every slot.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import os
@@ -137,11 +138,12 @@ class Engine:
     async def _stop_loop_services(self) -> None:
         self.stop_watching.set()
         set_publisher(None)
-        for _ in range(200):  # what is still to publish, for up to a second
-            if self.publish_queue.empty():
-                break
-            await asyncio.sleep(0.005)
+        # What is still to publish, the batch being sent included, for up to a second.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.publish_queue.join(), timeout=1)
         self.publisher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.publisher
         if self.batch_publisher is not None:
             await self.batch_publisher.close()
         await asyncio.get_running_loop().run_in_executor(None, self.db_threads.shutdown)
@@ -158,11 +160,17 @@ class Engine:
             batch = [await queue.get()]
             while not queue.empty() and len(batch) < PUBLISH_BATCH:
                 batch.append(queue.get_nowait())
-            if self.batch_publisher is not None:
-                await self.batch_publisher.send(batch)
-            else:
-                for run_id, message in batch:
-                    await publish(run_id, message)
+            try:
+                if self.batch_publisher is not None:
+                    await self.batch_publisher.send(batch)
+                else:
+                    for run_id, message in batch:
+                        await publish(run_id, message)
+            except Exception as exc:  # never the end of live events: the log stays the truth
+                logger.warning("live publish failed", extra={"events": len(batch), "error": type(exc).__name__})
+            finally:
+                for _ in batch:
+                    queue.task_done()
 
     # --- one run ------------------------------------------------------------------
 

@@ -106,7 +106,12 @@ class BatchPublisher:
     async def send(self, batch: Sequence[tuple[str, dict[str, Any]]]) -> None:
         pipe = self.client.pipeline(transaction=False)
         for run_id, message in batch:
-            pipe.publish(self.channel(run_id), self.serialize(message))
+            try:
+                data = self.serialize(message)
+            except Exception as exc:  # e.g. an integer msgpack cannot hold: followers read the log
+                logger.warning("live publish failed", extra={"run_id": run_id, "error": type(exc).__name__})
+                continue
+            pipe.publish(self.channel(run_id), data)
         try:
             await pipe.execute()
         except Exception as exc:

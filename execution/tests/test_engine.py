@@ -196,3 +196,32 @@ def test_the_watcher_reads_every_run_it_holds_in_one_statement(alice):
     assert all(states[run.pk] == (Run.Status.QUEUED, "") for run in runs[1:])
     assert "run_gone" not in states and len(states) == 60
     assert services.run_states(run_ids=[]) == {}
+
+
+def test_live_publishing_outlives_a_failed_batch_and_a_stop_waits_for_the_one_being_sent(caplog):
+    sent: list[str] = []
+
+    class Publisher:
+        async def send(self, batch: list[tuple[str, dict[str, Any]]]) -> None:
+            if batch[0][1]["n"] == "bad":
+                raise RuntimeError("not sendable")
+            await asyncio.sleep(0.3)  # still on its way when the worker stops
+            sent.extend(message["n"] for _, message in batch)
+
+        async def close(self) -> None:
+            sent.append("closed")
+
+    async def main() -> None:
+        engine = Engine()
+        engine._start_loop_services()
+        engine.batch_publisher = Publisher()  # type: ignore[assignment]
+        engine._publish_threadsafe("run_a", {"n": "bad"})
+        await asyncio.sleep(0.05)
+        engine._publish_threadsafe("run_a", {"n": "1"})
+        engine._publish_threadsafe("run_b", {"n": "2"})
+        await asyncio.sleep(0.05)
+        await engine._stop_loop_services()
+
+    asyncio.run(main())
+    assert sent == ["1", "2", "closed"]
+    assert "live publish failed" in caplog.text

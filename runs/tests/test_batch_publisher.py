@@ -66,6 +66,30 @@ def test_a_redis_that_is_gone_costs_a_warning_not_the_publisher(redis_layer, cap
     assert "live publish failed" in caplog.text
 
 
+def test_a_message_the_layer_cannot_serialize_is_skipped_and_the_rest_go(redis_layer, caplog):
+    run_id = f"run_{uuid.uuid4().hex}"
+
+    async def main() -> list[int]:
+        layer = get_channel_layer()
+        channel = await layer.new_channel()
+        await layer.group_add(group_name(run_id), channel)
+        publisher = BatchPublisher.for_layer()
+        assert publisher is not None
+        too_big = {"type": "run.events", "events": [{"seq": 3, "data": {"n": 2**64}}]}  # msgpack holds < 2**64
+        batch = [(run_id, {"type": "run.events", "events": [{"seq": seq}]}) for seq in (2, 4)]
+        try:
+            await publisher.send([batch[0], (run_id, too_big), batch[1]])
+            got = [await asyncio.wait_for(layer.receive(channel), 5) for _ in range(2)]
+        finally:
+            await publisher.close()
+            await layer.group_discard(group_name(run_id), channel)
+        return [m["events"][0]["seq"] for m in got]
+
+    assert asyncio.run(main()) == [2, 4]  # a follower fills the gap (3) from the log
+    [record] = caplog.records
+    assert record.getMessage() == "live publish failed" and record.error == "OverflowError"
+
+
 def test_other_layers_publish_message_by_message(settings):
     settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
     assert BatchPublisher.for_layer() is None
