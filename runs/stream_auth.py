@@ -63,7 +63,9 @@ def stream_authorize(
     if found is None:
         return None, False
     key, user, owns = found
-    principal = StreamPrincipal(user, apikey_found(key, user).pk)
+    if api_key:
+        apikey_found(key, user)  # the key's use noted, as for every API request (a token's is not)
+    principal = StreamPrincipal(user, key.pk)
     return principal, bool(owns) or (user.is_staff and _run_visible(user, run_id))
 
 

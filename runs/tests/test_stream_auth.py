@@ -55,8 +55,11 @@ def test_a_stream_token_is_for_one_run_and_lives_no_longer_than_its_key(alice):
     run, other = make_run(alice), make_run(alice)
     key = ApiKey.objects.get(user=alice.user)
     token = stream_token_issue(run_id=run.id, user_id=alice.user.pk, api_key_id=key.pk)
-    principal, found = authorize(run.id, token=token)
+    with CaptureQueriesContext(connection) as queries:
+        principal, found = authorize(run.id, token=token)
     assert found and principal is not None and (principal.user, principal.api_key_id) == (alice.user, key.pk)
+    assert len(queries) == 1  # a read: a token's stream does not note its key's last use
+    assert ApiKey.objects.get(pk=key.pk).last_used_at is None
     assert authorize(other.id, token=token) == (None, False)
     assert authorize(run.id, token="forged") == (None, False)
     apikey_revoke(api_key=key, actor=Actor.system("tests"))
