@@ -36,7 +36,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -242,7 +242,12 @@ class Engine:
                 )
         logger.info(
             "run engine ready",
-            extra={"worker_id": self.worker_id, "concurrency": self.concurrency, "principal_cap": self.principal_cap},
+            extra={
+                "worker_id": self.worker_id,
+                "concurrency": self.concurrency,
+                "principal_cap": self.principal_cap,
+                "event_loop": type(asyncio.get_running_loop()).__module__.partition(".")[0],
+            },
         )
         await stop.wait()
         feeder.cancel()
@@ -435,4 +440,13 @@ def serve_forever() -> None:
             loop.add_signal_handler(signum, stop.set)
         await Engine().serve(stop)
 
-    asyncio.run(main())
+    loop_run(main())
+
+
+def loop_run[R](main: Coroutine[Any, Any, R]) -> R:
+    """`asyncio.run` on the event loop HARNESS_WORKER_EVENT_LOOP names."""
+    if settings.HARNESS_WORKER_EVENT_LOOP == "uvloop":
+        import uvloop
+
+        return uvloop.run(main)
+    return asyncio.run(main)

@@ -469,6 +469,13 @@ HARNESS_WORKER_DB_THREADS = env_int("HARNESS_WORKER_DB_THREADS", 4, minimum=1)
 # never scans it again) and collect their youngest objects every this many allocations
 # (Python's default is 700). 0 leaves the collector as Python sets it.
 HARNESS_GC_THRESHOLD = env_int("HARNESS_GC_THRESHOLD", 10000, minimum=0)
+# The event loop a worker process runs its runs on: uvloop (libuv; cheaper hand-offs and
+# callbacks) or Python's own asyncio loop.
+HARNESS_WORKER_EVENT_LOOP = env_str("HARNESS_WORKER_EVENT_LOOP", "uvloop")
+if HARNESS_WORKER_EVENT_LOOP not in {"uvloop", "asyncio"}:
+    raise ImproperlyConfigured(
+        f"HARNESS_WORKER_EVENT_LOOP: expected 'uvloop' or 'asyncio', got {HARNESS_WORKER_EVENT_LOOP!r}"
+    )
 # Runs of one principal executing at once, over every worker; the rest wait queued.
 HARNESS_PRINCIPAL_MAX_INFLIGHT = env_int("HARNESS_PRINCIPAL_MAX_INFLIGHT", 50, minimum=1)
 # On SIGTERM a worker takes no new runs and gives running ones this long to finish.

@@ -4,6 +4,9 @@ cancels, and sync tools that block. Real database, real SDK, the ORM broker queu
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,7 +21,7 @@ from django.test import override_settings
 from audit.models import AuditLog
 from audit.services import Actor
 from conftest import make_principal, make_run
-from execution.engine import Engine
+from execution.engine import Engine, loop_run
 from runs import registry, services
 from runs.models import Run
 
@@ -42,7 +45,7 @@ def serving(**engine_options: Any) -> Iterator[Engine]:
             ready.set()
             await engine.serve(stop["event"])
 
-        asyncio.run(serve())
+        loop_run(serve())  # the loop HARNESS_WORKER_EVENT_LOOP names, as a worker process runs it
         close_old_connections()
 
     thread = threading.Thread(target=main, daemon=True)
@@ -82,15 +85,21 @@ def assert_gap_free_with_one_final_event(run: Run) -> None:
     assert finals == [events[-1][1]]
 
 
-@override_settings(HARNESS_OFFLINE_DELAY_MS=SLOW_WORD_MS)
-def test_twenty_slow_runs_run_at_once_on_one_loop_and_a_cancel_touches_only_its_run(alice):
+@pytest.mark.parametrize("event_loop", ["uvloop", "asyncio"])
+def test_twenty_slow_runs_run_at_once_on_one_loop_and_a_cancel_touches_only_its_run(alice, event_loop):
     runs = [make_run(alice, input=f"What is {n} + 1?") for n in range(20)]
     samples: list[int] = []
-    with serving(concurrency=20):
+    loops: list[str] = []
+    with (
+        override_settings(HARNESS_OFFLINE_DELAY_MS=SLOW_WORD_MS, HARNESS_WORKER_EVENT_LOOP=event_loop),
+        serving(concurrency=20) as engine,
+    ):
         wait_until(lambda: Run.objects.filter(status=Run.Status.RUNNING).count() == 20, timeout=20)
+        loops.append(type(engine.loop).__module__.partition(".")[0])
         victim = runs[7]
         services.run_cancel(run=victim, actor=Actor.system("tests"))
         wait_until(lambda: sample_running(runs, samples), timeout=60)
+    assert loops == [event_loop]
     assert max(samples) <= 20
     for run in runs:
         run.refresh_from_db()
@@ -225,3 +234,27 @@ def test_live_publishing_outlives_a_failed_batch_and_a_stop_waits_for_the_one_be
     asyncio.run(main())
     assert sent == ["1", "2", "closed"]
     assert "live publish failed" in caplog.text
+
+
+@pytest.mark.django_db(transaction=False)
+def test_an_unknown_event_loop_fails_at_boot_naming_the_choices():
+    from django.conf import settings
+
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "DEBUG": "true",
+        "HARNESS_IGNORE_ENV_FILE": "true",
+        "HARNESS_WORKER_EVENT_LOOP": "tokio",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", "import harness_site.settings"],
+        cwd=settings.BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode != 0, done.stderr
+    assert "HARNESS_WORKER_EVENT_LOOP: expected 'uvloop' or 'asyncio', got 'tokio'" in done.stderr, done.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -166,8 +167,13 @@ print("LEAKED" if leaked else "CLEAN", leaked[:5])
     assert out.stdout.strip().splitlines()[-1].startswith("CLEAN"), out.stdout
 
 
+def ready_lines(harness: Harness) -> list[dict[str, Any]]:
+    return [line for line in map(json.loads, harness.log_lines()) if line.get("msg") == "run engine ready"]
+
+
 def test_ready_follows_the_workers_heartbeats(tmp_path):
     harness = Harness(tmp_path, HARNESS_WORKER_BEAT_SECONDS="0.5").start()
+    assert [line["event_loop"] for line in ready_lines(harness)] == ["uvloop"]  # HARNESS_WORKER_EVENT_LOOP's default
     try:
         client = harness.client()
         ready = client.get("/health/ready")
