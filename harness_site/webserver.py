@@ -9,15 +9,27 @@ connection is aborted and the application gets `http.disconnect`, which ends the
 stream. A slow reader that makes progress is left alone; a big event read promptly is
 never mistaken for a stall. (WebSockets are dropped by daphne's ping timeout.)
 
+A request body is bounded before the application sees it. daphne hands the application
+the whole body at once, in memory, and Twisted would also parse a form or multipart body
+into `request.args` (read whole, through the `email` package) for arguments daphne never
+passes on. So that parsing is off, and a body is kept (in memory up to 100 kB, in a
+temporary file past that) only up to the most its route may take: ARTIFACTS_MAX_BYTES for
+`/artifacts/blob/`, HARNESS_MAX_REQUEST_BYTES for everything else. Past it, the rest is
+read and dropped, and the answer is `413` JSON without the application: a 1 GB POST costs
+the server neither 1 GB of memory nor of disk.
+
 Run as `python -m harness_site.webserver <daphne arguments>` (runharness does).
 """
 
 from __future__ import annotations
 
+import io
+import json
 import logging
 import os
 import sys
 from typing import Any
+from urllib.parse import urlsplit
 
 logger = logging.getLogger("harness.webserver")
 
@@ -28,7 +40,39 @@ def buffered_bytes(transport: Any) -> int:
     return max(0, len(data) - getattr(transport, "offset", 0)) + getattr(transport, "_tempDataLen", 0)
 
 
-def install(limit: int, stall_seconds: float) -> None:
+class BoundedBody:
+    """A request's body as Twisted spools it, kept up to `limit` bytes; past that, dropped."""
+
+    def __init__(self, spool: Any, limit: int) -> None:
+        self.spool, self.limit = spool, limit
+        self.size = 0
+        self.over = False
+
+    def write(self, data: bytes) -> None:
+        self.size += len(data)
+        if self.over:
+            return
+        if self.size > self.limit:
+            self.over = True
+            self.spool.close()  # what was kept goes too: the request is refused whole
+            self.spool = io.BytesIO()  # Twisted still rewinds it
+            return
+        self.spool.write(data)
+
+    def __getattr__(self, name: str) -> Any:  # seek, read, close: the spool's
+        return getattr(self.spool, name)
+
+
+def body_limit(target: bytes, *, request_bytes: int, artifact_bytes: int) -> tuple[int, str]:
+    """The most a request to `target` (its request line's target) may send, and the
+    variable that says so."""
+    path = urlsplit(target).path
+    if path.startswith(b"/artifacts/blob/"):
+        return artifact_bytes, "ARTIFACTS_MAX_BYTES"
+    return request_bytes, "HARNESS_MAX_REQUEST_BYTES"
+
+
+def install(limit: int, stall_seconds: float, *, request_bytes: int, artifact_bytes: int) -> None:
     from daphne import http_protocol
 
     base = http_protocol.WebRequest
@@ -43,6 +87,45 @@ def install(limit: int, stall_seconds: float) -> None:
     class BoundedWebRequest(base):  # type: ignore[misc,valid-type]
         written = 0
         stall_check: Any = None
+
+        body_variable = ""
+        content: Any
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            # daphne hands the application the raw body (`content`), never `args`.
+            self._parsePOSTFormSubmission = False
+
+        def gotLength(self, length: int | None) -> None:
+            super().gotLength(length)
+            # The channel holds the request line's target until the body is in.
+            most, self.body_variable = body_limit(
+                getattr(self.channel, "_path", b"/"), request_bytes=request_bytes, artifact_bytes=artifact_bytes
+            )
+            self.content = BoundedBody(self.content, most)
+
+        def process(self) -> Any:
+            if not getattr(self.content, "over", False):
+                return super().process()
+            logger.warning(
+                "refused a request body over its limit",
+                extra={
+                    "method": self.method.decode(errors="replace")[:16],
+                    "path": self.path.decode(errors="replace")[:200],
+                    "status": 413,
+                    "bytes": self.content.size,
+                },
+            )
+            detail = f"request body: over the size limit ({self.body_variable})"
+            self.handle_reply(
+                {
+                    "type": "http.response.start",
+                    "status": 413,
+                    "headers": [(b"Content-Type", b"application/json"), (b"X-Content-Type-Options", b"nosniff")],
+                }
+            )
+            self.handle_reply({"type": "http.response.body", "body": json.dumps({"detail": detail}).encode()})
+            return None
 
         def handle_reply(self, message: dict[str, Any]) -> None:
             if message.get("type") == "http.response.body":
@@ -81,7 +164,12 @@ def main() -> None:
     from django.conf import settings
 
     django.setup()
-    install(settings.HARNESS_STREAM_MAX_BUFFER_BYTES, settings.HARNESS_STREAM_STALL_SECONDS)
+    install(
+        settings.HARNESS_STREAM_MAX_BUFFER_BYTES,
+        settings.HARNESS_STREAM_STALL_SECONDS,
+        request_bytes=settings.DATA_UPLOAD_MAX_MEMORY_SIZE,
+        artifact_bytes=settings.ARTIFACTS_MAX_BYTES,
+    )
     from daphne.cli import CommandLineInterface
 
     from common.processes import gc_tune

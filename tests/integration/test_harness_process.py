@@ -11,6 +11,7 @@ import pytest
 
 from runs.tests.fake_openai import FakeOpenAI
 from tests.integration.harness import Harness
+from tests.integration.test_stream_clients import daphne_process
 
 pytestmark = pytest.mark.integration
 
@@ -117,6 +118,49 @@ def test_logs_are_json_lines_and_run_lines_carry_the_run_id(harness, key):
     mine = [entry for entry in entries if entry.get("run_id") == run["id"]]
     messages = {entry["msg"] for entry in mine}
     assert {"run started", "run finished", "request"} <= messages
+
+
+@pytest.mark.parametrize(
+    "content_type", ["multipart/form-data; boundary=xyz", "application/x-www-form-urlencoded", "application/json"]
+)
+def test_a_huge_body_is_refused_without_being_held(harness, key, content_type):
+    """Past HARNESS_MAX_REQUEST_BYTES the web server keeps nothing of a body and answers 413
+    itself: a 64 MB POST costs it no 64 MB of memory (nor of disk)."""
+    web = daphne_process(harness)
+    size = 64 * 1024 * 1024
+    if content_type.startswith("multipart"):
+        head = b'--xyz\r\nContent-Disposition: form-data; name="input"\r\n\r\n'
+        body = head + b"a" * (size - len(head) - 11) + b"\r\n--xyz--\r\n"
+    else:
+        body = b"input=" + b"a" * (size - 6)
+    before = web.memory_info().rss
+    answer = harness.client(key).post("/api/runs", content=body, headers={"Content-Type": content_type}, timeout=120)
+    grown = web.memory_info().rss - before
+    assert answer.status_code == 413, answer.text
+    assert answer.json() == {"detail": "request body: over the size limit (HARNESS_MAX_REQUEST_BYTES)"}
+    assert grown < 16 * 1024 * 1024, f"the web process grew by {grown / 2**20:.0f} MiB"
+    assert harness.client().get("/health").status_code == 200
+
+
+def test_a_body_of_exactly_the_limit_reaches_the_api_and_one_byte_more_does_not(harness, key):
+    limit = 1_048_576  # HARNESS_MAX_REQUEST_BYTES's default
+    run = json.dumps({"input": "What is 2 + 2?", "agent": "calculator", "model": "offline"}).encode()
+    client = harness.client(key)
+    at_limit = client.post(
+        "/api/runs", content=run + b" " * (limit - len(run)), headers={"Content-Type": "application/json"}
+    )
+    assert at_limit.status_code == 202, at_limit.text
+    over = client.post(
+        "/api/runs", content=run + b" " * (limit + 1 - len(run)), headers={"Content-Type": "application/json"}
+    )
+    assert over.status_code == 413, over.text
+    assert over.json() == {"detail": "request body: over the size limit (HARNESS_MAX_REQUEST_BYTES)"}
+    chunked = client.post(
+        "/api/runs",
+        content=iter([run, b" " * limit]),  # no Content-Length: the body is counted as it comes
+        headers={"Content-Type": "application/json"},
+    )
+    assert chunked.status_code == 413, chunked.text
 
 
 def test_sessions_survive_a_restart(harness, key):
