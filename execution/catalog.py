@@ -32,6 +32,7 @@ from django.conf import settings
 from django.core.checks import Error, register
 
 from common.limits import clip
+from execution.sdk import mark_shared
 from harness.agents import AgentEntry, OfflineScript
 from runs.registry import SANDBOX_TOOL_NAMES, AgentSpec, OfflineToolCall, sdk_approval_check
 
@@ -86,6 +87,7 @@ class CatalogAgent:
         agent = self.built.get(model)
         if agent is None:
             agent = self.built[model] = self._build(model)
+            mark_shared(agent)  # shared by this process's runs, so never changed
         return agent
 
     def _build(self, model: Any) -> Agent[Any]:

@@ -1,6 +1,6 @@
 """Process-wide adjustments to the Agents SDK, made once when the executor is imported.
 
-Three checks the SDK repeats on every run give the same answer for the life of the process:
+Four things the SDK works out on every run give the same answer for the life of the process:
 
 - its configuration dataclasses (Agent, RunConfig, SandboxRunConfig, ...) find a field's
   declared type by evaluating the class's type hints each time one is constructed
@@ -8,10 +8,15 @@ Three checks the SDK repeats on every run give the same answer for the life of t
 - before each session call it inspects the session method's signature to see whether the method
   takes the run's context (`inspect.signature`);
 - before each function tool call it inspects the tool's invoker (`inspect.signature` and
-  `typing.get_type_hints`) to see whether it takes the whole tool context or only the run's.
+  `typing.get_type_hints`) to see whether it takes the whole tool context or only the run's;
+- at the start of a run and after each turn it gives every agent reachable from the run's
+  starting agent a stable identity key, from a signature of each one's whole configuration
+  (instructions, tools, handoffs, guardrails ... normalized and dumped to JSON). For an agent
+  the harness builds once and shares between runs (`mark_shared`: shared, so never changed),
+  the keys are worked out once.
 
-Together they were about 11% of the run engine's CPU on a trivial run. Here each answer is
-worked out once per class or function. Where this SDK version does not make those checks where
+Together they were about 17% of the run engine's CPU on a trivial run. Here each answer is
+worked out once per class, function or shared agent. Where this SDK version does not make those checks where
 expected, nothing is changed and `install` says so.
 """
 
@@ -80,8 +85,36 @@ def remembered_by_invoker(choose: Callable[[Any, Any], Any]) -> Callable[[Any, A
     return remembered
 
 
+SHARED = "_harness_identity_keys"  # on an agent shared between runs: its graph's identity keys
+
+
+def mark_shared(agent: Any) -> None:
+    """`agent` is shared by the runs of this process and never changed: the identity keys of
+    the agents reachable from it may be remembered. (A clone is a new object, unmarked.)"""
+    vars(agent).setdefault(SHARED, None)
+
+
+def remembered_for_shared(build: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """`build(starting_agent)` (the identity keys of its agent graph, by id), remembered on a
+    shared agent; built each time for any other (read-only: the SDK only looks keys up)."""
+
+    def remembered(starting_agent: Any) -> Any:
+        state = getattr(starting_agent, "__dict__", {})
+        if SHARED not in state:
+            return build(starting_agent)
+        remembered = state[SHARED]
+        if remembered is None:
+            remembered = state[SHARED] = (id(starting_agent), MappingProxyType(build(starting_agent)))
+        if remembered[0] != id(starting_agent):  # a copy made with its attributes: not the shared one
+            return build(starting_agent)
+        return remembered[1]
+
+    remembered.__wrapped__ = build  # type: ignore[attr-defined]
+    return remembered
+
+
 def install() -> dict[str, bool]:
-    """Apply all three; for each, whether it is in place (False: this SDK version differs)."""
+    """Apply all four; for each, whether it is in place (False: this SDK version differs)."""
     from agents import _config_coercion
     from agents.memory import session
 
@@ -104,7 +137,29 @@ def install() -> dict[str, bool]:
     ):
         tool._get_function_tool_invoke_context = remembered_by_invoker(choose)  # type: ignore[assignment]
     done["tool_context"] = hasattr(getattr(tool, "_get_function_tool_invoke_context", None), "__wrapped__")
+    done["agent_identity"] = _install_identity_keys()
     return done
+
+
+def _install_identity_keys() -> bool:
+    """Where the SDK builds a run's agent identity keys, build them once for a shared agent."""
+    from agents import _run_state_agent_identity as identity
+    from agents.run_internal import tool_use_tracker
+    from agents.sandbox import runtime_session_manager
+
+    build = getattr(identity, "_build_agent_identity_keys_by_id", None)
+    if not callable(build) or build.__name__ != "_build_agent_identity_keys_by_id":
+        return False
+    remembered = remembered_for_shared(build)
+    users = (tool_use_tracker, runtime_session_manager)
+    for module in users:
+        current = getattr(module, "_build_agent_identity_keys_by_id", None)
+        if current is build:
+            module._build_agent_identity_keys_by_id = remembered  # type: ignore[attr-defined]
+    return all(
+        getattr(getattr(module, "_build_agent_identity_keys_by_id", None), "__wrapped__", None) is build
+        for module in users
+    )
 
 
 def install_or_warn() -> dict[str, bool]:

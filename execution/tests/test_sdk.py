@@ -41,7 +41,12 @@ def test_a_class_hints_are_evaluated_once_and_still_pick_the_declared_type(monke
     # Anything but a plain class question goes to typing every time.
     sdk.class_type_hints(TeamRunConfig, include_extras=True)
     assert calls.count(TeamRunConfig) == 2
-    assert sdk.install() == {"type_hints": True, "session_signature": True, "tool_context": True}  # twice is harmless
+    assert sdk.install() == {  # twice is harmless
+        "type_hints": True,
+        "session_signature": True,
+        "tool_context": True,
+        "agent_identity": True,
+    }
 
 
 def test_an_sdk_that_differs_is_left_alone_with_a_warning_naming_what(monkeypatch, caplog):
@@ -56,7 +61,7 @@ def test_an_sdk_that_differs_is_left_alone_with_a_warning_naming_what(monkeypatc
     monkeypatch.setattr(_config_coercion, "get_type_hints", lambda obj, *args, **kwargs: {})
     with caplog.at_level("WARNING", logger="execution.sdk"):
         done = sdk.install_or_warn()
-    assert done == {"type_hints": False, "session_signature": True, "tool_context": True}
+    assert done == {"type_hints": False, "session_signature": True, "tool_context": True, "agent_identity": True}
     # The one in place stays; the other is the SDK's own, untouched.
     assert tool._get_function_tool_invoke_context.__wrapped__ is _get_function_tool_invoke_context
     [record] = caplog.records
@@ -146,3 +151,62 @@ def test_a_tool_invoker_s_signature_is_inspected_once_and_it_gets_the_context_it
     mine = [obj for obj in inspected if obj in (add.on_invoke_tool, narrow)]
     # Once per invoker by the remembered choice, plus once per call by the direct calls above.
     assert mine.count(narrow) == 1 + 3 and mine.count(add.on_invoke_tool) == 1 + 3
+
+
+def test_a_shared_agent_s_identity_keys_are_built_once_per_process_and_as_the_sdk_builds_them():
+    import copy
+
+    from agents import Agent, RunConfig, Runner, handoff
+    from agents._run_state_agent_identity import _build_agent_identity_keys_by_id as sdk_keys
+    from agents.run_internal import tool_use_tracker
+    from agents.sandbox import runtime_session_manager
+
+    from execution.catalog import catalog
+    from execution.offline import OfflineModel
+
+    assert tool_use_tracker._build_agent_identity_keys_by_id.__wrapped__ is sdk_keys
+    assert runtime_session_manager._build_agent_identity_keys_by_id.__wrapped__ is sdk_keys
+    remembered = tool_use_tracker._build_agent_identity_keys_by_id
+
+    # Two agents of one name (a handoff target and a tool-less twin) get distinct, stable keys.
+    twin_a, twin_b = Agent(name="twin", instructions="a"), Agent(name="twin", instructions="b")
+    root = Agent(name="root", handoffs=[handoff(twin_a), twin_b])
+    assert remembered(root) == sdk_keys(root)  # not shared: built each time
+    assert "_harness_identity_keys" not in vars(root)
+    sdk.mark_shared(root)
+    first = remembered(root)
+    assert first == sdk_keys(root) and set(first.values()) == {"root", "twin", "twin#2"}
+    assert remembered(root) is first  # built once
+    # A copy that carries the attributes is another graph: its own keys, built for it.
+    twin = copy.copy(root)
+    assert remembered(twin) == sdk_keys(twin) and id(twin) in remembered(twin)
+    assert "_harness_identity_keys" not in vars(root.clone())
+
+    # The harness's shared agents: a run on one builds no keys again.
+    spec = catalog()["calculator"]
+    agent = spec.build("offline")
+    assert agent is spec.build("offline") and "_harness_identity_keys" in vars(agent)
+    built: list[object] = []
+
+    def counted(starting_agent):
+        built.append(starting_agent)
+        return sdk_keys(starting_agent)
+
+    wrapped = sdk.remembered_for_shared(counted)
+    original = (
+        tool_use_tracker._build_agent_identity_keys_by_id,
+        runtime_session_manager._build_agent_identity_keys_by_id,
+    )
+    tool_use_tracker._build_agent_identity_keys_by_id = wrapped
+    runtime_session_manager._build_agent_identity_keys_by_id = wrapped
+    try:
+        vars(agent)["_harness_identity_keys"] = None
+        for _ in range(3):
+            model = OfflineModel(spec)
+            result = Runner.run_sync(agent, "What is 2 + 3?", run_config=RunConfig(model=model, tracing_disabled=True))
+            assert "5" in result.final_output
+    finally:
+        tool_use_tracker._build_agent_identity_keys_by_id, runtime_session_manager._build_agent_identity_keys_by_id = (
+            original
+        )
+    assert built == [agent]
