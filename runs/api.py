@@ -5,6 +5,7 @@ from typing import Literal
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
+from django.http.response import HttpResponseBase
 from ninja import Field, Query, Router, Schema, Status
 from ninja.errors import HttpError, ValidationError
 
@@ -13,6 +14,7 @@ from accounts.idempotency import idempotency_key_of, idempotent_create, request_
 from approvals.selectors import attach_pending, with_pending
 from audit.services import Actor
 from common.db import db_call
+from common.ratelimits import stream_slot_take
 from common.text import SafeStr, text_problem
 from harness_site.telemetry import current_context, current_ids, set_current_attributes
 from runs import services
@@ -21,6 +23,7 @@ from runs.published import UnknownAgent, agent_check, published_agents, publishe
 from runs.schemas import AgentsOut, BudgetErrorOut, ErrorOut, RunIn, RunOut, RunPage, model_unavailable
 from runs.selectors import run_get_for_principal, run_list_for_principal
 from runs.streams import stream_token_issue
+from runs.views import sse_response
 
 router = Router(tags=["runs"])
 
@@ -47,6 +50,15 @@ def get_run_or_404(request: HttpRequest, run_id: str) -> Run:
     return run
 
 
+STREAM_DESCRIPTION = (
+    "With `Accept: text/event-stream`: the run is created as above and its events follow in the "
+    "same response, as Server-Sent Events from its first (`run.queued`) to its final event, exactly "
+    "as `GET /api/runs/{id}/events` sends them. `Location` and `X-Run-Id` name the run. The stream "
+    "counts against the key's HARNESS_MAX_STREAMS_PER_KEY: over it, `429` and no run is created. A "
+    "repeat with the same `Idempotency-Key` streams the first request's run from its first event."
+)
+
+
 @router.post(
     "/runs",
     response={
@@ -61,11 +73,21 @@ def get_run_or_404(request: HttpRequest, run_id: str) -> Run:
     },
     auth=async_api_key_auth,
     summary="Start a run",
+    openapi_extra={
+        "responses": {
+            "200": {
+                "description": STREAM_DESCRIPTION,
+                "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            }
+        }
+    },
 )
-async def create_run(request: HttpRequest, payload: RunIn, response: HttpResponse) -> Status:
+async def create_run(request: HttpRequest, payload: RunIn, response: HttpResponse) -> Status | HttpResponseBase:
     """With an `Idempotency-Key` header, a repeat of the same request (within
     HARNESS_IDEMPOTENCY_HOURS) answers with the run the first one created, and
-    `Idempotent-Replayed: true`; the same key with another body is `422`."""
+    `Idempotent-Replayed: true`; the same key with another body is `422`.
+
+    With `Accept: text/event-stream` the answer is the run's event stream (see the `200`)."""
     if len(payload.input) > settings.HARNESS_MAX_INPUT_CHARS:
         raise HttpError(
             413, f"input: {len(payload.input)} characters is over the limit of {settings.HARNESS_MAX_INPUT_CHARS}"
@@ -84,6 +106,33 @@ async def create_run(request: HttpRequest, payload: RunIn, response: HttpRespons
     except UnknownAgent as exc:
         _invalid("agent", str(exc))
     key = idempotency_key_of(request.headers)
+    # Taken before the run is made: a key at its stream cap gets a 429 and no run.
+    slot = await stream_slot_take(key_id=request.api_key.pk) if wants_stream(request) else None  # type: ignore[attr-defined]
+    try:
+        run, replayed = await _create(request, payload, key)
+    except BaseException:
+        if slot is not None:
+            await slot.release()
+        raise
+    if replayed:
+        response["Idempotent-Replayed"] = "true"
+    if slot is not None:
+        stream = sse_response(run.id, 0, slot)
+        stream["Location"] = f"/api/runs/{run.id}"
+        stream["X-Run-Id"] = run.id
+        if replayed:
+            stream["Idempotent-Replayed"] = "true"
+        return stream
+    return Status(202, run)
+
+
+def wants_stream(request: HttpRequest) -> bool:
+    """The client asks for the run's events in the answer (`Accept: text/event-stream`)."""
+    return "text/event-stream" in request.headers.get("Accept", "")
+
+
+async def _create(request: HttpRequest, payload: RunIn, key: str | None) -> tuple[Run, bool]:
+    """The run this request creates, or the one its Idempotency-Key created before (True)."""
     ids, carrier = current_ids(), current_context()  # the request's span, read on its own task
     owner = request.auth  # type: ignore[attr-defined]
     actor = Actor.for_api_key(request.api_key)  # type: ignore[attr-defined]
@@ -117,8 +166,7 @@ async def create_run(request: HttpRequest, payload: RunIn, response: HttpRespons
     except services.RunServiceError as exc:
         raise HttpError(exc.status_code, str(exc)) from None
     if replayed:
-        response["Idempotent-Replayed"] = "true"
-        return Status(202, run)
+        return run, True
     set_current_attributes(
         **{
             "harness.run_id": run.id,
@@ -128,7 +176,7 @@ async def create_run(request: HttpRequest, payload: RunIn, response: HttpRespons
             "metadata": json.dumps({"run_id": run.id, "agent": run.agent, "principal": str(run.owner_id)}),
         }
     )
-    return Status(202, run)
+    return run, False
 
 
 @router.get("/runs", response=RunPage, summary="List your runs, newest first")

@@ -13,7 +13,7 @@ from django.shortcuts import render
 from django.urls import reverse
 
 from common.db import db_call
-from common.ratelimits import RateLimited, SlotHeld, api_rate_count, stream_slot_take
+from common.ratelimits import RateLimited, SlotHeld, StreamSlot, api_rate_count, stream_slot_take
 from runs.models import Run
 from runs.stream_auth import StreamPrincipal, stream_authorize
 from runs.streams import run_event_batches
@@ -72,19 +72,26 @@ async def run_events_sse(request: HttpRequest, run_id: str) -> HttpResponse | St
     except RateLimited as exc:
         return _too_many(exc)
 
-    async def body() -> AsyncIterator[str]:
-        yield "retry: 1000\n\n"
-        # A batch of events (a page of the log, a committed batch) goes out as one write.
-        async for batch in run_event_batches(run_id, after):
-            if batch is None:
-                yield ": keepalive\n\n"
-                continue
-            yield "".join(
-                f"id: {event['seq']}\nevent: {event['type']}\ndata: {json.dumps(event, cls=DjangoJSONEncoder)}\n\n"
-                for event in batch
-            )
+    return sse_response(run_id, after, slot)
 
-    response = StreamingHttpResponse(SlotHeld(body(), slot), content_type="text/event-stream")
+
+async def sse_body(run_id: str, after: int) -> AsyncIterator[str]:
+    """The run's events after `after` in the text/event-stream format, to its final event."""
+    yield "retry: 1000\n\n"
+    # A batch of events (a page of the log, a committed batch) goes out as one write.
+    async for batch in run_event_batches(run_id, after):
+        if batch is None:
+            yield ": keepalive\n\n"
+            continue
+        yield "".join(
+            f"id: {event['seq']}\nevent: {event['type']}\ndata: {json.dumps(event, cls=DjangoJSONEncoder)}\n\n"
+            for event in batch
+        )
+
+
+def sse_response(run_id: str, after: int, slot: StreamSlot) -> StreamingHttpResponse:
+    """A run's event stream as a response that holds `slot` (the key's stream cap) while it is sent."""
+    response = StreamingHttpResponse(SlotHeld(sse_body(run_id, after), slot), content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"  # proxies must not buffer the stream
     return response

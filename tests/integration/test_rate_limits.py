@@ -19,7 +19,7 @@ from websockets.sync.client import connect
 from websockets.sync.connection import Connection
 
 from tests.integration.harness import Harness
-from tests.integration.test_streams import redis_reachable, sse_read, ws_read, ws_url
+from tests.integration.test_streams import post_streamed, redis_reachable, sse_read, ws_read, ws_url
 
 pytestmark = pytest.mark.integration
 
@@ -199,3 +199,30 @@ def test_open_streams_are_capped_per_key_and_a_closed_one_frees_its_slot(streams
     # The streams just ended give their slots back within moments (a loaded machine is slower).
     for _ in range(CAP + 1):
         eventually(read_whole_log)
+
+
+def test_a_run_posted_for_its_stream_counts_as_a_stream_and_over_the_cap_is_not_made(streams_harness):
+    harness = streams_harness
+    key = harness.api_key("erin")
+    run_id = idle_run(harness, "erin")
+    session_id = harness.client(key).get(f"/api/runs/{run_id}").json()["session_id"]
+    body = {"input": "2+2", "agent": "calculator", "model": "offline"}
+    # A POST refused after its slot was taken (the session has a run in progress) gives it back.
+    for _ in range(CAP + 1):
+        busy, _ = post_streamed(harness, key, {**body, "session_id": session_id})
+        assert busy.status_code == 409, busy.text
+    with ExitStack() as stack:
+        for _ in range(CAP):
+            open_sse(stack, harness, run_id, key)
+        made = len(harness.client(key).get("/api/runs").json()["items"])
+        refused, events = post_streamed(harness, key, body)
+        assert_retry_after(refused, naming="HARNESS_MAX_STREAMS_PER_KEY")
+        assert events == [] and len(harness.client(key).get("/api/runs").json()["items"]) == made
+        # Without asking for the stream the same key may still start runs.
+        assert harness.client(key).post("/api/runs", json=body).status_code == 202
+
+    def streamed() -> None:
+        answer, events = post_streamed(harness, key, body)
+        assert answer.status_code == 200 and events[-1]["type"] == "run.succeeded"
+
+    eventually(streamed)

@@ -79,29 +79,48 @@ def sse_read(
     if last_event_id is not None:
         headers["Last-Event-ID"] = str(last_event_id)
     params = {"after": after} if after is not None else {}
-    received, comments = [], []
     with httpx.stream(
         "GET", f"{harness.base_url}/api/runs/{run_id}/events", headers=headers, params=params, timeout=30
     ) as response:
         if response.status_code != 200:
             return [], response.status_code, []
-        assert response.headers["content-type"].startswith("text/event-stream")
-        fields: dict[str, str] = {}
-        for line in response.iter_lines():
-            if line.startswith(":"):
-                comments.append(line)
-            elif line == "":
-                if "data" in fields:
-                    event = json.loads(fields["data"])
-                    assert fields["id"] == str(event["seq"]) and fields["event"] == event["type"]
-                    received.append(event)
-                    if limit is not None and len(received) >= limit:
-                        break
-                fields = {}
-            else:
-                name, _, value = line.partition(": ")
-                fields[name] = value
+        received, comments = sse_parse(response, limit=limit)
         return received, response.status_code, comments
+
+
+def sse_parse(response: httpx.Response, *, limit: int | None = None) -> tuple[list[dict[str, Any]], list[str]]:
+    """The events (and comments) of a text/event-stream response, up to `limit` events."""
+    assert response.headers["content-type"].startswith("text/event-stream")
+    received: list[dict[str, Any]] = []
+    comments: list[str] = []
+    fields: dict[str, str] = {}
+    for line in response.iter_lines():
+        if line.startswith(":"):
+            comments.append(line)
+        elif line == "":
+            if "data" in fields:
+                event = json.loads(fields["data"])
+                assert fields["id"] == str(event["seq"]) and fields["event"] == event["type"]
+                received.append(event)
+                if limit is not None and len(received) >= limit:
+                    break
+            fields = {}
+        else:
+            name, _, value = line.partition(": ")
+            fields[name] = value
+    return received, comments
+
+
+def post_streamed(
+    harness: Harness, key: str, body: dict[str, Any], **headers: str
+) -> tuple[httpx.Response, list[dict[str, Any]]]:
+    """POST /api/runs asking for the run's events in the answer; the answer and its events."""
+    sent = {"Authorization": f"Bearer {key}", "Accept": "text/event-stream", **headers}
+    with httpx.stream("POST", f"{harness.base_url}/api/runs", json=body, headers=sent, timeout=30) as response:
+        if response.status_code != 200:
+            response.read()
+            return response, []
+        return response, sse_parse(response)[0]
 
 
 def start_run(harness: Harness, key: str, text: str = SLOW_INPUT, agent: str = "assistant") -> dict[str, Any]:
@@ -252,3 +271,27 @@ def test_an_idle_stream_gets_keepalives(harness, alice):
     assert harness.client(alice).post(f"/api/runs/{run_id}/cancel").status_code == 200
     events, status, _ = sse_read(harness, run_id, key=alice)
     assert status == 200 and [event["type"] for event in events] == ["run.queued", "run.cancelled"]
+
+
+def test_a_run_posted_for_its_event_stream_streams_every_event_in_the_answer(harness, alice):
+    body = {"input": SLOW_INPUT, "agent": "assistant", "model": "offline"}
+    answer, events = post_streamed(harness, alice, body, **{"Idempotency-Key": "stream-once"})
+    assert answer.status_code == 200, answer.text
+    run_id = answer.headers["X-Run-Id"]
+    assert answer.headers["Location"] == f"/api/runs/{run_id}" and "Idempotent-Replayed" not in answer.headers
+    assert_complete(events)
+    assert events[0]["type"] == "run.queued" and events[-1]["type"] == "run.succeeded"
+    assert [(e["seq"], e["type"]) for e in events] == [(e["seq"], e["type"]) for e in db_log(harness, run_id)]
+    assert harness.client(alice).get(f"/api/runs/{run_id}").json()["status"] == "succeeded"
+    # The same request again (a client whose connection dropped): the same run, streamed from its start.
+    again, replayed = post_streamed(harness, alice, body, **{"Idempotency-Key": "stream-once"})
+    assert again.status_code == 200 and again.headers["X-Run-Id"] == run_id
+    assert again.headers["Idempotent-Replayed"] == "true" and replayed == events
+    # Bad input is the usual JSON answer, and makes nothing.
+    made = len(harness.client(alice).get("/api/runs").json()["items"])
+    refused, nothing = post_streamed(harness, alice, {**body, "agent": "nope"})
+    assert refused.status_code == 422 and "unknown agent 'nope'" in refused.json()["detail"] and nothing == []
+    assert len(harness.client(alice).get("/api/runs").json()["items"]) == made
+    # Someone else cannot follow it: their own POST makes their own run.
+    mallory = harness.api_key("mallory")
+    assert harness.client(mallory).get(f"/api/runs/{run_id}").status_code == 404
