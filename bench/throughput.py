@@ -7,7 +7,9 @@ first); `--sqlite` for the embedded shape (SQLite, no Redis). The workload is
 
     POST /api/runs {"input": "What is (2 + 3) * 4?", "agent": "calculator", "model": "offline"}
 
-then following GET /api/runs/{id}/events (Server-Sent Events) to the run's final event.
+then following GET /api/runs/{id}/events (Server-Sent Events) to the run's final event
+(with --one-request: the same POST with `Accept: text/event-stream`, whose answer is the
+run's event stream, followed to its final event).
 Phases:
 
   a. warm-up (not measured);
@@ -67,6 +69,8 @@ FINAL = {"run.succeeded", "run.failed", "run.cancelled"}
 SECRET_KEY = "bench-throughput-secret-key-0123456789abcdef0123456789"  # noqa: S105 (a throw-away harness)
 ENV_DROP_PREFIXES = ("OPENAI_", "HARNESS_", "DJANGO_", "REDIS_", "DATABASE_", "DIRECT_DATABASE_", "E2B_", "SANDBOX_")
 MiB = 1024 * 1024
+# --one-request: each run is made and followed with one POST (Accept: text/event-stream).
+ONE_REQUEST = False
 
 
 # --------------------------------------------------------------------------- output
@@ -658,7 +662,50 @@ async def follow(client: httpx.AsyncClient, run_id: str) -> str | None:
     return None
 
 
+async def one_request_run(client: httpx.AsyncClient, tally: Tally, timeout: float) -> None:
+    """The run made and followed in one request: POST /api/runs with `Accept: text/event-stream`."""
+    started = time.perf_counter()
+    run_id = "?"
+    try:
+        async with asyncio.timeout(timeout):
+            async with client.stream(
+                "POST", "/api/runs", json=RUN_BODY, headers={"Accept": "text/event-stream"}
+            ) as response:
+                if response.status_code != 200:
+                    await response.aread()
+                    tally.error(f"POST {response.status_code}", response.text)
+                    return
+                tally.post_latencies.append(time.perf_counter() - started)
+                run_id = response.headers["X-Run-Id"]
+                tally.ids.append(run_id)
+                final = None
+                async for line in response.aiter_lines():
+                    if line.startswith("event:") and line[6:].strip() in FINAL:
+                        final = line[6:].strip()
+                        break
+    except TimeoutError:
+        tally.error("timeout", f"{run_id}: no final event within {timeout} s")
+        return
+    except httpx.HTTPError as exc:
+        tally.error(f"stream {type(exc).__name__}", f"{run_id}: {exc}")
+        return
+    _tally_final(tally, run_id, final, started)
+
+
+def _tally_final(tally: Tally, run_id: str, final: str | None, started: float) -> None:
+    if final is None:
+        tally.error("stream ended without a final event", run_id)
+    elif final != "run.succeeded":
+        tally.error(final, run_id)
+    else:
+        tally.latencies.append(time.perf_counter() - started)
+        tally.done += 1
+
+
 async def one_run(client: httpx.AsyncClient, tally: Tally, timeout: float) -> None:
+    if ONE_REQUEST:
+        await one_request_run(client, tally, timeout)
+        return
     run_id, started = await submit(client, tally)
     if run_id is None:
         return
@@ -671,13 +718,7 @@ async def one_run(client: httpx.AsyncClient, tally: Tally, timeout: float) -> No
     except (httpx.HTTPError, RuntimeError) as exc:
         tally.error(f"stream {type(exc).__name__}", f"{run_id}: {exc}")
         return
-    if final is None:
-        tally.error("stream ended without a final event", run_id)
-    elif final != "run.succeeded":
-        tally.error(final, run_id)
-    else:
-        tally.latencies.append(time.perf_counter() - started)
-        tally.done += 1
+    _tally_final(tally, run_id, final, started)
 
 
 async def drive(harness: Harness, label: str, runs: int, concurrency: int, timeout: float) -> tuple[Tally, float]:
@@ -1171,6 +1212,7 @@ def summary(args: argparse.Namespace, results: dict[str, Any]) -> None:
     shape = "SQLite" if args.sqlite else "Postgres"
     if results.get("redis_url"):
         shape += " + Redis"
+    shape += "; one request a run (POST with Accept: text/event-stream)" if args.one_request else ""
     print()
     print(f"tree: {args.root} ({results.get('tree')})")
     print(
@@ -1276,6 +1318,12 @@ def parse_args() -> argparse.Namespace:
     )
     p.add_argument("--offline-delay-ms", type=int, default=None, help="HARNESS_OFFLINE_DELAY_MS for phases a-c")
     p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="extra harness environment")
+    p.add_argument(
+        "--one-request",
+        action="store_true",
+        help="make and follow each run with one POST /api/runs (Accept: text/event-stream) instead of "
+        "a POST and a GET of its events",
+    )
     p.add_argument("--warmup", type=int, default=20, help="warm-up runs (default: %(default)s)")
     p.add_argument("--seq-runs", type=int, default=200, help="runs at concurrency 1 (default: %(default)s)")
     p.add_argument("--conc-runs", type=int, default=600, help="runs at --concurrency (default: %(default)s)")
@@ -1396,7 +1444,9 @@ def run_slow_harness(args: argparse.Namespace, results: dict[str, Any], delay: i
 
 
 def main() -> int:
+    global ONE_REQUEST
     args = parse_args()
+    ONE_REQUEST = args.one_request
     results: dict[str, Any] = {
         "tree": tree_description(args.root),
         "config": {
