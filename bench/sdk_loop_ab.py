@@ -1,0 +1,93 @@
+"""The run engine's share of the SDK loop, A/B in one process: what the event loop and the
+remembered agent identity keys (execution.sdk) cost per run.
+
+50 concurrent streamed runs of the calculator agent on the offline model (`Runner.run_streamed`,
+tracing off, no database), in blocks of --runs runs, measured as process CPU per run. The
+variants alternate block by block, so a machine whose speed drifts (a shared VM) slows all of
+them alike; each pair of neighbouring blocks gives a ratio:
+
+  asyncio    Python's own event loop, identity keys remembered (the agent is shared);
+  uvloop     HARNESS_WORKER_EVENT_LOOP's default, identity keys remembered;
+  unshared   uvloop, the keys built on every run and turn (as the SDK does for any agent).
+
+    uv run python bench/sdk_loop_ab.py [--blocks 8] [--runs 400]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "harness_site.settings")
+os.environ.setdefault("DEBUG", "true")  # a throw-away SECRET_KEY; nothing is served or stored
+
+import django  # noqa: E402 (after the environment it reads)
+
+django.setup()
+
+import uvloop  # noqa: E402
+from agents import RunConfig, Runner  # noqa: E402
+
+import execution.executor  # noqa: E402, F401 (installs the SDK adjustments, as a worker does)
+from execution import sdk  # noqa: E402
+from execution.catalog import catalog  # noqa: E402
+from execution.offline import OfflineModel  # noqa: E402
+
+CONCURRENCY = 50
+
+
+async def block(spec: Any, agent: Any, runs: int) -> None:
+    slots = asyncio.Semaphore(CONCURRENCY)
+
+    async def one() -> None:
+        async with slots:
+            config = RunConfig(model=OfflineModel(spec), tracing_disabled=True)
+            result = Runner.run_streamed(agent, "What is (2 + 3) * 4?", run_config=config)
+            async for _event in result.stream_events():
+                pass
+
+    await asyncio.gather(*(one() for _ in range(runs)))
+
+
+def measure(spec: Any, agent: Any, *, loop: str, shared: bool, runs: int) -> float:
+    """CPU ms per run of one block."""
+    if shared:
+        sdk.mark_shared(agent)
+    else:
+        vars(agent).pop(sdk.SHARED, None)
+    started = time.process_time()
+    (uvloop.run if loop == "uvloop" else asyncio.run)(block(spec, agent, runs))
+    return (time.process_time() - started) * 1000 / runs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--blocks", type=int, default=8, help="blocks of each variant (default: %(default)s)")
+    parser.add_argument("--runs", type=int, default=400, help="runs per block (default: %(default)s)")
+    args = parser.parse_args()
+    spec = catalog()["calculator"]
+    agent = spec.build("offline")
+    variants = {"asyncio": ("asyncio", True), "uvloop": ("uvloop", True), "unshared": ("uvloop", False)}
+    for loop, shared in variants.values():  # warm-up
+        measure(spec, agent, loop=loop, shared=shared, runs=args.runs // 4)
+    results: dict[str, list[float]] = {name: [] for name in variants}
+    for n in range(args.blocks):
+        for name, (loop, shared) in variants.items():
+            results[name].append(measure(spec, agent, loop=loop, shared=shared, runs=args.runs))
+        print(f"block {n + 1}/{args.blocks}", file=sys.stderr, flush=True)
+    for name, values in results.items():
+        print(f"{name:9s} median {statistics.median(values):.2f} CPU ms/run  {[round(v, 2) for v in values]}")
+    for label, a, b in (("uvloop / asyncio", "asyncio", "uvloop"), ("remembered / built", "unshared", "uvloop")):
+        ratios = [y / x for x, y in zip(results[a], results[b], strict=True)]
+        print(f"{label}: median {statistics.median(ratios):.3f} per block pair {[round(r, 3) for r in ratios]}")
+
+
+if __name__ == "__main__":
+    main()
