@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -38,6 +41,29 @@ def redis_reachable() -> bool:
             return True
     except OSError:
         return False
+
+
+def settings_import(**variables: str) -> subprocess.CompletedProcess[str]:
+    """`import harness_site.settings` in a fresh process with only these variables (and DEBUG):
+    how a process starting with them would fare."""
+    from django.conf import settings
+
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": os.environ.get("HOME", tempfile.gettempdir()),
+        "DEBUG": "true",
+        "HARNESS_IGNORE_ENV_FILE": "true",
+        **variables,
+    }
+    return subprocess.run(
+        [sys.executable, "-c", "import harness_site.settings"],
+        cwd=settings.BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def make_principal(username: str, **fields: Any) -> Principal:

@@ -4,9 +4,6 @@ cancels, and sync tools that block. Real database, real SDK, the ORM broker queu
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,7 +17,7 @@ from django.test import override_settings
 
 from audit.models import AuditLog
 from audit.services import Actor
-from conftest import make_principal, make_run
+from conftest import make_principal, make_run, settings_import
 from execution.engine import Engine, loop_run
 from runs import registry, services
 from runs.models import Run
@@ -238,23 +235,6 @@ def test_live_publishing_outlives_a_failed_batch_and_a_stop_waits_for_the_one_be
 
 @pytest.mark.django_db(transaction=False)
 def test_an_unknown_event_loop_fails_at_boot_naming_the_choices():
-    from django.conf import settings
-
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": os.environ.get("HOME", "/tmp"),
-        "DEBUG": "true",
-        "HARNESS_IGNORE_ENV_FILE": "true",
-        "HARNESS_WORKER_EVENT_LOOP": "tokio",
-    }
-    done = subprocess.run(
-        [sys.executable, "-c", "import harness_site.settings"],
-        cwd=settings.BASE_DIR,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = settings_import(HARNESS_WORKER_EVENT_LOOP="tokio")
     assert done.returncode != 0, done.stderr
     assert "HARNESS_WORKER_EVENT_LOOP: expected 'uvloop' or 'asyncio', got 'tokio'" in done.stderr, done.stderr

@@ -9,7 +9,6 @@ import os
 import re
 import struct
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -19,7 +18,7 @@ from pathlib import Path
 import pytest
 from django.test import override_settings
 
-from conftest import make_run
+from conftest import make_run, settings_import
 from execution.executor import run_execute
 from sandboxes import quota, seccomp
 from sandboxes.cgroups import cgroup_support, process_memory_mb
@@ -426,22 +425,5 @@ def test_commands_join_their_cgroup_and_destroying_it_kills_them(bwrap, monkeypa
     ],
 )
 def test_bad_limit_settings_fail_at_boot(variables, message):
-    from django.conf import settings
-
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": os.environ.get("HOME", "/tmp"),
-        "DEBUG": "true",
-        "HARNESS_IGNORE_ENV_FILE": "true",
-        **variables,
-    }
-    done = subprocess.run(
-        [sys.executable, "-c", "import harness_site.settings"],
-        cwd=settings.BASE_DIR,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = settings_import(**variables)
     assert done.returncode != 0 and "ImproperlyConfigured" in done.stderr and message in done.stderr, done.stderr

@@ -4,6 +4,7 @@ through scoped URLs; on the local disk (harness-signed URLs) and on a real S3 se
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 import httpx
 import pytest
@@ -57,20 +58,23 @@ def test_an_agent_writes_an_artifact_a_client_downloads(harness):
     assert outsider.get(f"/api/artifacts/{artifact['id']}").status_code == 404
 
 
+def upload_grant(client: httpx.Client, run_id: str, name: str, content_type: str, body: bytes) -> dict[str, Any]:
+    """An upload URL for `body` as the run's artifact `name` (POST /api/runs/{id}/artifacts)."""
+    declared = {
+        "name": name,
+        "content_type": content_type,
+        "size": len(body),
+        "sha256": hashlib.sha256(body).hexdigest(),
+    }
+    return client.post(f"/api/runs/{run_id}/artifacts", json=declared).json()
+
+
 def test_a_client_uploads_by_url_and_confirms(harness):
     key = harness.api_key("bob")
     client = harness.client(key)
     run = client.post("/api/runs", json={"input": "2+2", "agent": "calculator", "model": "offline"}).json()
     body = b'{"rows": 3}'
-    grant = client.post(
-        f"/api/runs/{run['id']}/artifacts",
-        json={
-            "name": "data.json",
-            "content_type": "application/json",
-            "size": len(body),
-            "sha256": hashlib.sha256(body).hexdigest(),
-        },
-    ).json()
+    grant = upload_grant(client, run["id"], "data.json", "application/json", body)
     assert httpx.put(grant["upload_url"], content=body, headers={"Content-Type": "text/plain"}).status_code == 403
     assert httpx.put(grant["upload_url"], content=body, headers={"Content-Type": "application/json"}).status_code == 200
     confirmed = client.post(f"/api/artifacts/{grant['artifact']['id']}/confirm")
@@ -89,15 +93,7 @@ def test_an_upload_may_be_larger_than_an_api_request(harness):
     client = harness.client(harness.api_key("carol"))
     run = client.post("/api/runs", json={"input": "2+2", "agent": "calculator", "model": "offline"}).json()
     body = bytes(range(256)) * (8 * 1024)  # 2 MiB
-    grant = client.post(
-        f"/api/runs/{run['id']}/artifacts",
-        json={
-            "name": "big.bin",
-            "content_type": "application/octet-stream",
-            "size": len(body),
-            "sha256": hashlib.sha256(body).hexdigest(),
-        },
-    ).json()
+    grant = upload_grant(client, run["id"], "big.bin", "application/octet-stream", body)
     put = httpx.put(grant["upload_url"], content=body, headers={"Content-Type": "application/octet-stream"})
     assert put.status_code == 200, put.text
     assert client.post(f"/api/artifacts/{grant['artifact']['id']}/confirm").json()["status"] == "ready"
