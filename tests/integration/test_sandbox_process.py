@@ -128,8 +128,9 @@ def test_a_crashed_worker_leaves_nothing_the_reapers_do_not_clean(harness, root)
         ]
 
     # --die-with-parent: the sandbox's processes die with their worker (the kernel takes the
-    # pid namespace down when bwrap's init goes, which can take a moment on a loaded machine).
-    deadline = time.monotonic() + 10
+    # pid namespace down when bwrap's init goes, which can take a moment on a loaded machine;
+    # a leaked one would live on for minutes).
+    deadline = time.monotonic() + 30
     while survivors() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert survivors() == []
