@@ -102,12 +102,11 @@ def remembered_for_shared(build: Callable[[Any], Any]) -> Callable[[Any], Any]:
         state = getattr(starting_agent, "__dict__", {})
         if SHARED not in state:
             return build(starting_agent)
-        remembered = state[SHARED]
-        if remembered is None:
-            remembered = state[SHARED] = (id(starting_agent), MappingProxyType(build(starting_agent)))
-        if remembered[0] != id(starting_agent):  # a copy made with its attributes: not the shared one
-            return build(starting_agent)
-        return remembered[1]
+        kept = state[SHARED]
+        if kept is None:
+            kept = state[SHARED] = (id(starting_agent), MappingProxyType(build(starting_agent)))
+        owner, keys = kept
+        return keys if owner == id(starting_agent) else build(starting_agent)  # else a copy made with its attributes
 
     remembered.__wrapped__ = build  # type: ignore[attr-defined]
     return remembered

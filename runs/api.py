@@ -114,16 +114,14 @@ async def create_run(request: HttpRequest, payload: RunIn, response: HttpRespons
         if slot is not None:
             await slot.release()
         raise
-    if replayed:
-        response["Idempotent-Replayed"] = "true"
+    answer: HttpResponseBase = response
     if slot is not None:
-        stream = sse_response(run.id, 0, slot)
-        stream["Location"] = f"/api/runs/{run.id}"
-        stream["X-Run-Id"] = run.id
-        if replayed:
-            stream["Idempotent-Replayed"] = "true"
-        return stream
-    return Status(202, run)
+        answer = sse_response(run.id, 0, slot)
+        answer["Location"] = f"/api/runs/{run.id}"
+        answer["X-Run-Id"] = run.id
+    if replayed:
+        answer["Idempotent-Replayed"] = "true"
+    return answer if slot is not None else Status(202, run)
 
 
 def wants_stream(request: HttpRequest) -> bool:

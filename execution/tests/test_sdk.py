@@ -161,6 +161,7 @@ def test_a_shared_agent_s_identity_keys_are_built_once_per_process_and_as_the_sd
     from agents.run_internal import tool_use_tracker
     from agents.sandbox import runtime_session_manager
 
+    import execution.executor  # noqa: F401 (installs the adjustments, as every executing process does)
     from execution.catalog import catalog
     from execution.offline import OfflineModel
 
