@@ -389,9 +389,13 @@ def test_a_sandbox_can_not_signal_or_see_host_processes(alice):
 def test_a_workspace_too_deep_for_rmtree_is_still_cleaned_up(alice):
     # 1,500 nested directories made Python's recursive rmtree raise RecursionError, so the
     # row ended cleanup_state=failed and the reaper failed the same way forever.
+    # One process makes them (a shell loop spawned 1,500 mkdirs: seconds on a loaded machine).
     run = run_coder(
         alice,
-        sh("i=0; while [ $i -lt 1500 ]; do mkdir d && cd d || break; i=$((i+1)); done; chmod 000 .; echo depth=$i"),
+        python_block(
+            "import os\ndepth = 0\nfor _ in range(1500):\n    os.mkdir('d')\n    os.chdir('d')\n    depth += 1\n"
+            "os.chmod('.', 0)\nprint(f'depth={depth}')"
+        ),
     )
     assert "depth=1500" in tool_outputs(run)[0]
     assert_cleaned(run)

@@ -178,7 +178,8 @@ def test_an_sse_client_that_never_reads_is_dropped_with_bounded_memory(harness, 
     daphne = daphne_process(harness)
     rss_before = daphne.memory_info().rss
     # About 2 MB of text: the run's events (tool call, deltas, message, final) come to ~8 MB.
-    text = " ".join("x" * 999 for _ in range(2000))
+    # The offline model streams it a word at a time, HARNESS_OFFLINE_DELAY_MS apart: 200 words.
+    text = " ".join("x" * 9999 for _ in range(200))
     run = start_run(harness, key, text=text)
     stalled = []
     for _ in range(3):
