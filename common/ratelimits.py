@@ -158,7 +158,7 @@ class RedisSlots:
 
     @staticmethod
     def key(key_id: str) -> str:
-        return f"harness:streams:{key_id}"
+        return f"{settings.HARNESS_REDIS_PREFIX}:streams:{key_id}"
 
     async def take(self, key_id: str, member: str, *, cap: int, now: float) -> bool:
         expiry = now + STREAM_SLOT_TTL_SECONDS

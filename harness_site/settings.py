@@ -8,6 +8,7 @@ real environment variables always win over it. Every variable is documented in
 from __future__ import annotations
 
 import hashlib
+import re
 import tempfile
 import warnings
 from pathlib import Path
@@ -458,6 +459,14 @@ HARNESS_STREAM_STALL_SECONDS = env_float("HARNESS_STREAM_STALL_SECONDS", 30, min
 # HARNESS_WORKER_CONCURRENCY runs on one asyncio event loop (execution/engine.py).
 # Scheduled jobs (reaper, retention, nightly eval) run in a small django-q2 cluster.
 REDIS_URL = env_secret("REDIS_URL")
+# What this deployment's keys in Redis (its run queue, jobs queue, cache and per-key counts) start
+# with, so that deployments sharing one Redis database never take each other's runs or jobs.
+HARNESS_REDIS_PREFIX = env_str("HARNESS_REDIS_PREFIX", "harness")
+if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,39}", HARNESS_REDIS_PREFIX):
+    raise ImproperlyConfigured(
+        "HARNESS_REDIS_PREFIX: 1 to 40 letters, digits, '.', '_' or '-', starting with a letter or digit; "
+        f"got {HARNESS_REDIS_PREFIX!r}"
+    )
 HARNESS_WORKERS = env_int("HARNESS_WORKERS", 1, minimum=1)
 HARNESS_WORKER_CONCURRENCY = env_int("HARNESS_WORKER_CONCURRENCY", 100, minimum=1)
 # Threads for synchronous tools (the SDK runs them with asyncio.to_thread): one per run
@@ -483,7 +492,7 @@ HARNESS_WORKER_BEAT_SECONDS = env_float("HARNESS_WORKER_BEAT_SECONDS", 5, minimu
 HARNESS_WORKER_STOP_GRACE_SECONDS = env_float("HARNESS_WORKER_STOP_GRACE_SECONDS", 10, minimum=0)
 HARNESS_JOB_WORKERS = env_int("HARNESS_JOB_WORKERS", 1, minimum=1)
 # The broker queue (django-q2 list key) that carries runs to the run engine.
-HARNESS_RUN_QUEUE = "harness.runs"
+HARNESS_RUN_QUEUE = f"{HARNESS_REDIS_PREFIX}.runs"
 
 # --- Limits on what a run may store ---------------------------------------------
 # Every stored text (tool output, text deltas, messages, run output, session items,
@@ -504,7 +513,7 @@ HARNESS_CONSOLE_MAX_ROWS = env_int("HARNESS_CONSOLE_MAX_ROWS", 1000, minimum=10)
 # span is a link away (its JSON).
 HARNESS_CONSOLE_PREVIEW_CHARS = env_int("HARNESS_CONSOLE_PREVIEW_CHARS", 4000, minimum=200)
 Q_CLUSTER = {
-    "name": "harness",
+    "name": HARNESS_REDIS_PREFIX,
     "workers": HARNESS_JOB_WORKERS,
     # A task is killed only well after the run's own timeout has failed it
     # cleanly; retries are the reaper's decision (leases), never the broker's.
@@ -533,7 +542,7 @@ CACHES: dict[str, dict[str, Any]] = {
         {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
-            "KEY_PREFIX": "harness",
+            "KEY_PREFIX": HARNESS_REDIS_PREFIX,
             # A Redis that stops answering costs a request two seconds, not forever.
             "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
         }

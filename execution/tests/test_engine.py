@@ -238,3 +238,15 @@ def test_an_unknown_event_loop_fails_at_boot_naming_the_choices():
     done = settings_import(HARNESS_WORKER_EVENT_LOOP="tokio")
     assert done.returncode != 0, done.stderr
     assert "HARNESS_WORKER_EVENT_LOOP: expected 'uvloop' or 'asyncio', got 'tokio'" in done.stderr, done.stderr
+
+
+@pytest.mark.django_db(transaction=False)
+def test_a_redis_prefix_names_the_queues_and_a_bad_one_fails_at_boot():
+    from django.conf import settings
+
+    assert settings.HARNESS_RUN_QUEUE == f"{settings.HARNESS_REDIS_PREFIX}.runs"
+    assert settings.Q_CLUSTER["name"] == settings.HARNESS_REDIS_PREFIX
+    assert settings_import(HARNESS_REDIS_PREFIX="staging-eu.2").returncode == 0
+    for bad in ("", "has space", "-leading", "x" * 41, "a:b"):
+        done = settings_import(HARNESS_REDIS_PREFIX=bad)
+        assert done.returncode != 0 and "HARNESS_REDIS_PREFIX: 1 to 40 letters" in done.stderr, (bad, done.stderr)

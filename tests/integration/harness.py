@@ -81,6 +81,9 @@ class Harness:
             }
         )
         self.env.update(env)
+        # Its own keys in a Redis that other instances on this machine may use at the same time:
+        # nobody else's worker takes its runs or jobs (replicas of one deployment pass the same).
+        self.env.setdefault("HARNESS_REDIS_PREFIX", f"it-{uuid.uuid4().hex[:12]}")
         self.log_path = workdir / f"harness-{self.port}.log"  # stdout: JSON lines only
         self.err_path = workdir / f"harness-{self.port}.err"  # stderr: the banner for people
         self.process: subprocess.Popen[bytes] | None = None

@@ -49,6 +49,7 @@ def replicas(tmp_path_factory, shared_database, shared_redis, s3_server) -> Iter
     env = {
         "DATABASE_URL": shared_database,
         "REDIS_URL": shared_redis.url,
+        "HARNESS_REDIS_PREFIX": "replicas",  # one deployment: one run queue
         "R2_BUCKET": BUCKET,
         "S3_ENDPOINT_URL": s3_server.endpoint,
         "R2_ACCESS_KEY_ID": ACCESS_KEY,
