@@ -24,6 +24,10 @@ from runs.streams import run_event_stream
 
 class RunStreamConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
     slot: StreamSlot | None = None
+    # Its events come from runs.streams (the process's live or log follower), not from a channel
+    # of its own: an alias no layer is configured under gives it none, and so no Redis
+    # subscription per connection.
+    channel_layer_alias = "runs.streams"
 
     async def connect(self) -> None:
         run_id = self.scope["url_route"]["kwargs"]["run_id"]

@@ -2,16 +2,23 @@
 
 One async generator serves both the WebSocket consumer and the SSE view:
 
-1. Subscribe first, so no event committed during the replay is missed: with a channel
-   layer (REDIS_URL) to the run's group; without one to this process's log follower.
+1. Subscribe first, so no event committed during the replay is missed: with Redis
+   (REDIS_URL) to the run's channel, through this process's live follower; without it to
+   this process's log follower.
 2. Replay every event after `after` from the database, in order.
-3. Follow: live messages from the group, or batches from the log follower. Events are
+3. Follow: live batches from Redis, or batches from the log follower. Events are
    yielded strictly in `seq` order: anything at or below the last sent seq is dropped
    (no duplicates), and a gap is filled from the database before going on (no holes,
    no reordering).
 4. Stop after the run's final event. While idle, yield None every
-   HARNESS_STREAM_KEEPALIVE_SECONDS (the SSE view turns it into a comment); with a
-   channel layer, look at the database then too, in case a live message was lost.
+   HARNESS_STREAM_KEEPALIVE_SECONDS (the SSE view turns it into a comment); with
+   Redis, look at the database then too, in case a live message was lost.
+
+With Redis, one `LiveFollower` per event loop holds one pub/sub connection: a run's channel
+is subscribed while a stream of it is open in this process (once, whatever the number of its
+streams) and unsubscribed when the last one closes, and each batch published on it is handed
+to every stream of the run. A stream's inbox holds at most MAX_PENDING_BATCHES batches; one
+further behind re-reads the log.
 
 Without a channel layer, one `LogFollower` per event loop (the web server's) reads the
 log for every run that has a stream open in this process: one statement per
@@ -77,6 +84,26 @@ async def publish(run_id: str, message: dict[str, Any]) -> None:
         logger.warning("live publish failed", extra={"run_id": run_id, "error": type(exc).__name__})
 
 
+def redis_pubsub_layer() -> Any:
+    """The channel layer when it is Redis pub/sub (what REDIS_URL configures), else None."""
+    from channels_redis.pubsub import RedisPubSubChannelLayer
+
+    layer = get_channel_layer() if settings.CHANNEL_LAYERS else None
+    if not isinstance(layer, RedisPubSubChannelLayer) or not settings.REDIS_URL:
+        return None
+    return layer
+
+
+def layer_prefix() -> str:
+    layers: dict[str, dict[str, Any]] = settings.CHANNEL_LAYERS
+    return str((layers["default"].get("CONFIG") or {}).get("prefix", "asgi"))
+
+
+def live_channel(prefix: str, run_id: str) -> str:
+    """The Redis channel of a run's live events: its group's, as the channel layer names it."""
+    return f"{prefix}__group__{group_name(run_id)}"
+
+
 class BatchPublisher:
     """Live events of many runs to Redis in one round trip per batch (the run engine's loop
     publishes every committed batch of every run in flight). It writes what the pub/sub
@@ -86,22 +113,17 @@ class BatchPublisher:
         import redis.asyncio
 
         self.serialize = layer.serialize
-        layers: dict[str, dict[str, Any]] = settings.CHANNEL_LAYERS
-        self.prefix = (layers["default"].get("CONFIG") or {}).get("prefix", "asgi")
+        self.prefix = layer_prefix()
         self.client = redis.asyncio.Redis.from_url(settings.REDIS_URL)
 
     @classmethod
     def for_layer(cls) -> BatchPublisher | None:
         """One for the configured layer, or None where it is not Redis pub/sub (publish each then)."""
-        from channels_redis.pubsub import RedisPubSubChannelLayer
-
-        layer = get_channel_layer() if settings.CHANNEL_LAYERS else None
-        if not isinstance(layer, RedisPubSubChannelLayer) or not settings.REDIS_URL:
-            return None
-        return cls(layer)
+        layer = redis_pubsub_layer()
+        return None if layer is None else cls(layer)
 
     def channel(self, run_id: str) -> str:
-        return f"{self.prefix}__group__{group_name(run_id)}"
+        return live_channel(self.prefix, run_id)
 
     async def send(self, batch: Sequence[tuple[str, dict[str, Any]]]) -> None:
         pipe = self.client.pipeline(transaction=False)
@@ -356,6 +378,149 @@ def log_follower() -> LogFollower:
     return follower
 
 
+# How long a new stream waits for Redis to confirm its run's subscription before it replays the
+# log anyway (a live batch after a gap, or the idle re-read, then brings what it missed).
+SUBSCRIBE_WAIT_SECONDS = 1.0
+# The live follower's read returns this often without a message, so that a connection gone
+# quiet is health-checked (a PING every LIVE_HEALTH_SECONDS).
+LIVE_READ_SECONDS = 5.0
+LIVE_HEALTH_SECONDS = 30
+LIVE_RETRY_SECONDS = 1.0
+
+
+@dataclass
+class _Live:
+    subscriptions: set[Subscription] = field(default_factory=set)
+    confirmed: asyncio.Event = field(default_factory=asyncio.Event)  # Redis has it subscribed
+
+
+class LiveFollower:
+    """Live events from Redis for every run with a stream open on one event loop: one pub/sub
+    connection for the process, one subscription per run (not per stream), each batch handed
+    to every stream of its run. The runs' channels are subscribed while a stream of theirs is
+    open and unsubscribed when the last one closes."""
+
+    def __init__(self, layer: Any) -> None:
+        import redis.asyncio
+
+        self.deserialize = layer.deserialize
+        self.prefix = layer_prefix()
+        self.client = redis.asyncio.Redis.from_url(settings.REDIS_URL, health_check_interval=LIVE_HEALTH_SECONDS)
+        self.pubsub = self.client.pubsub()
+        self.runs: dict[bytes, _Live] = {}  # by channel: what should be subscribed
+        self.subscribed: set[bytes] = set()  # what Redis was told to subscribe
+        self.lock = asyncio.Lock()
+        self.reader: asyncio.Task[None] | None = None
+        self.pending: set[asyncio.Task[None]] = set()
+        self.failing = False  # the last command or read failed (logged once per streak)
+
+    def channel(self, run_id: str) -> bytes:
+        return live_channel(self.prefix, run_id).encode()
+
+    async def subscribe(self, run_id: str) -> Subscription:
+        """A new stream's inbox for `run_id`, once Redis has the run's channel subscribed (or after
+        SUBSCRIBE_WAIT_SECONDS: with Redis away the stream lives on the log's idle re-reads)."""
+        channel = self.channel(run_id)
+        subscription = Subscription()
+        live = self.runs.get(channel)
+        if live is None:
+            live = self.runs[channel] = _Live()
+            if channel in self.subscribed:
+                live.confirmed.set()  # still subscribed for a stream that just left
+        live.subscriptions.add(subscription)
+        await self._sync()
+        if self.reader is None or self.reader.done():
+            # Started once the connection is there: it reads the confirmations from then on.
+            self.reader = asyncio.get_running_loop().create_task(self._read(), name="run-live-follower")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(live.confirmed.wait(), SUBSCRIBE_WAIT_SECONDS)
+        return subscription
+
+    def unsubscribe(self, run_id: str, subscription: Subscription) -> None:
+        channel = self.channel(run_id)
+        live = self.runs.get(channel)
+        if live is None:
+            return
+        live.subscriptions.discard(subscription)
+        if not live.subscriptions:
+            del self.runs[channel]
+            task = asyncio.get_running_loop().create_task(self._sync())
+            self.pending.add(task)
+            task.add_done_callback(self.pending.discard)
+
+    async def _sync(self) -> None:
+        """Tell Redis to subscribe what the open streams need and unsubscribe the rest. Whatever
+        order streams come and go in, the last sync leaves Redis matching them."""
+        async with self.lock:
+            wanted = set(self.runs)
+            add, drop = wanted - self.subscribed, self.subscribed - wanted
+            try:
+                if add:
+                    await self.pubsub.subscribe(*add)
+                    self.subscribed |= add
+                if drop:
+                    await self.pubsub.unsubscribe(*drop)
+                    self.subscribed -= drop
+            except Exception as exc:
+                self._failed(exc)
+
+    async def _read(self) -> None:
+        while True:
+            try:
+                message = await self.pubsub.get_message(timeout=LIVE_READ_SECONDS)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # The streams go on with the log's idle re-reads; subscribe again once Redis is back.
+                self._failed(exc)
+                await asyncio.sleep(LIVE_RETRY_SECONDS)
+                await self._sync()  # what failed to subscribe (a reconnect subscribes the rest again)
+                continue
+            if self.failing:
+                logger.info("stream live follow recovered")
+                self.failing = False
+            if message is None:
+                continue
+            live = self.runs.get(message["channel"])
+            if live is None:
+                continue  # every stream of the run left
+            if message["type"] == "subscribe":
+                live.confirmed.set()
+            elif message["type"] == "message":
+                self._hand_out(live, message["data"])
+
+    def _hand_out(self, live: _Live, data: bytes) -> None:
+        try:
+            events = self.deserialize(data).get("events", [])
+        except Exception as exc:
+            logger.warning("stream live message unreadable", extra={"error": type(exc).__name__})
+            return
+        if events:
+            batch = sorted(events, key=lambda event: event["seq"])
+            for subscription in live.subscriptions:
+                subscription.put(batch)
+
+    def _failed(self, exc: Exception) -> None:
+        if not self.failing:
+            logger.warning("stream live follow failed", extra={"error": type(exc).__name__})
+        self.failing = True
+
+
+_live_followers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LiveFollower] = weakref.WeakKeyDictionary()
+
+
+def live_follower() -> LiveFollower | None:
+    """This event loop's live follower where live events go through Redis pub/sub; else None."""
+    layer = redis_pubsub_layer()
+    if layer is None:
+        return None
+    loop = asyncio.get_running_loop()
+    follower = _live_followers.get(loop)
+    if follower is None:
+        follower = _live_followers[loop] = LiveFollower(layer)
+    return follower
+
+
 Receive = Callable[[float], Awaitable[list[dict[str, Any]] | None]]
 
 
@@ -374,47 +539,39 @@ async def run_event_batches(run_id: str, after: int = 0) -> AsyncGenerator[list[
     """The run's events after `after` as they come, a batch at a time (a page of the log, a
     committed batch), in seq order, ending with the final event; None on each idle keepalive
     interval. A stream writes each batch at once."""
-    layer = get_channel_layer() if settings.CHANNEL_LAYERS else None
     keepalive = settings.HARNESS_STREAM_KEEPALIVE_SECONDS
-    if layer is None:
-        # Without a channel layer: new events come from the process's log follower.
-        follower = log_follower()
-        subscription = follower.subscribe(run_id)
+    live = live_follower()
+    if live is not None:
+        # New events come live from Redis; while idle, look at the log too, in case a live
+        # message was lost.
+        subscription = await live.subscribe(run_id)
         try:
             async with contextlib.aclosing(
-                _replay_then_follow(
-                    run_id,
-                    after,
-                    subscription.get,
-                    keepalive=keepalive,
-                    replayed=lambda seq: follower.start_at(run_id, seq),
-                    reread_when_idle=False,
-                )
+                _replay_then_follow(run_id, after, subscription.get, keepalive=keepalive, reread_when_idle=True)
             ) as batches:
                 async for batch in batches:
                     yield batch
         finally:
-            follower.unsubscribe(run_id, subscription)
+            live.unsubscribe(run_id, subscription)
         return
-    channel = await layer.new_channel()
-    await layer.group_add(group_name(run_id), channel)
-
-    async def receive(timeout: float) -> list[dict[str, Any]] | None:
-        try:
-            message = await asyncio.wait_for(layer.receive(channel), timeout=timeout)
-        except TimeoutError:
-            return None
-        return sorted(message.get("events", []), key=lambda event: event["seq"])
-
+    # Without Redis: new events come from the process's log follower.
+    follower = log_follower()
+    subscription = follower.subscribe(run_id)
     try:
-        # While idle, look at the log too, in case a live message was lost.
         async with contextlib.aclosing(
-            _replay_then_follow(run_id, after, receive, keepalive=keepalive, reread_when_idle=True)
+            _replay_then_follow(
+                run_id,
+                after,
+                subscription.get,
+                keepalive=keepalive,
+                replayed=lambda seq: follower.start_at(run_id, seq),
+                reread_when_idle=False,
+            )
         ) as batches:
             async for batch in batches:
                 yield batch
     finally:
-        await layer.group_discard(group_name(run_id), channel)
+        follower.unsubscribe(run_id, subscription)
 
 
 async def _replay_then_follow(

@@ -295,3 +295,41 @@ def test_a_run_posted_for_its_event_stream_streams_every_event_in_the_answer(har
     # Someone else cannot follow it: their own POST makes their own run.
     mallory = harness.api_key("mallory")
     assert harness.client(mallory).get(f"/api/runs/{run_id}").status_code == 404
+
+
+def web_redis_subscriptions(harness: Harness) -> int:
+    """The channels the web process has subscribed in Redis, over all its connections (CLIENT LIST)."""
+    import psutil
+    import redis
+
+    from tests.integration.test_stream_clients import daphne_process
+
+    ports = {
+        conn.laddr.port
+        for conn in daphne_process(harness).net_connections(kind="tcp")
+        if conn.raddr and conn.raddr.port == 6379 and conn.status == psutil.CONN_ESTABLISHED
+    }
+    clients: list[dict[str, str]] = redis.Redis.from_url(harness.env["REDIS_URL"]).client_list()  # type: ignore[assignment]
+    return sum(int(c["sub"]) + int(c["psub"]) for c in clients if int(c["addr"].rsplit(":", 1)[1]) in ports)
+
+
+def test_streams_leave_no_redis_subscription_behind(harness, alice):
+    if harness.mode != "redis":
+        pytest.skip("the live path's subscriptions (Redis)")
+    # One open stream: its run's channel is subscribed once, however many streams follow it.
+    run = start_run(harness, alice)
+    auth = {"Authorization": f"Bearer {alice}"}
+    with connect(ws_url(harness, run["id"]), additional_headers=auth, open_timeout=10) as first:
+        with connect(ws_url(harness, run["id"]), additional_headers=auth, open_timeout=10) as second:
+            first.recv(timeout=30), second.recv(timeout=30)
+            assert web_redis_subscriptions(harness) == 1
+    # Streams read to their final event, or left by their client midway, over SSE and WebSocket.
+    for run in [start_run(harness, alice) for _ in range(4)]:
+        events, _, _ = sse_read(harness, run["id"], key=alice)
+        assert_complete(events)
+        head, _ = ws_read(ws_url(harness, run["id"], after=2), headers=auth, limit=3)
+        assert len(head) == 3
+    deadline = time.monotonic() + 10
+    while web_redis_subscriptions(harness) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert web_redis_subscriptions(harness) == 0

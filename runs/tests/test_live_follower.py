@@ -1,0 +1,159 @@
+"""A web process's live follower: one Redis pub/sub connection for every stream it serves, one
+subscription per run while a stream of it is open, against the real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+
+import pytest
+import redis
+
+from conftest import redis_reachable
+from runs import streams
+from runs.streams import OVERFLOW, BatchPublisher, LiveFollower, live_follower, publish
+
+REDIS_URL = "redis://127.0.0.1:6379/3"
+
+pytestmark = pytest.mark.skipif(not redis_reachable(), reason="no Redis on 127.0.0.1:6379 (CI machines run one)")
+
+
+@pytest.fixture
+def redis_layer(settings):
+    settings.REDIS_URL = REDIS_URL
+    settings.CHANNEL_LAYERS = {
+        "default": {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}
+    }
+    return settings
+
+
+def new_run_id() -> str:
+    # Pub/sub channels are shared by everything on this Redis: ids of this test's own.
+    return f"run_{uuid.uuid4().hex}"
+
+
+def subscribers(follower: LiveFollower, run_id: str) -> int:
+    """How many connections Redis has subscribed to the run's channel."""
+    counts: list[tuple[bytes, int]] = redis.Redis.from_url(REDIS_URL).pubsub_numsub(follower.channel(run_id))  # type: ignore[assignment]
+    return int(counts[0][1])
+
+
+async def settled(condition, timeout: float = 5) -> None:  # type: ignore[no-untyped-def]
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.02)
+
+
+def test_streams_of_a_run_share_one_subscription_that_ends_with_the_last(redis_layer):
+    run_id, other = new_run_id(), new_run_id()
+
+    async def main() -> None:
+        follower = live_follower()
+        assert follower is not None and live_follower() is follower  # one per event loop
+        first = await follower.subscribe(run_id)
+        # Subscribed before it returns: nothing published from now on is missed.
+        assert subscribers(follower, run_id) == 1
+        second = await follower.subscribe(run_id)
+        third = await follower.subscribe(other)
+        assert subscribers(follower, run_id) == 1 and follower.subscribed == {
+            follower.channel(run_id),
+            follower.channel(other),
+        }
+        publisher = BatchPublisher.for_layer()
+        assert publisher is not None
+        try:
+            # As the engine sends them: several runs' batches in one round trip, each in seq order.
+            await publisher.send(
+                [
+                    (run_id, {"type": "run.events", "events": [{"seq": 3}, {"seq": 2}]}),
+                    (other, {"type": "run.events", "events": [{"seq": 7}]}),
+                    (run_id, {"type": "run.events", "events": [{"seq": 4}]}),
+                ]
+            )
+            for inbox in (first, second):
+                assert await inbox.get(5) == [{"seq": 2}, {"seq": 3}]
+                assert await inbox.get(5) == [{"seq": 4}]
+            assert await third.get(5) == [{"seq": 7}]
+            # channels' own group_send (the web's path for other messages) reaches it too.
+            await publish(run_id, {"type": "run.events", "events": [{"seq": 5}]})
+            assert await first.get(5) == [{"seq": 5}]
+            assert await first.get(0.2) is None  # nothing more: the idle tick
+        finally:
+            await publisher.close()
+        follower.unsubscribe(run_id, first)
+        await asyncio.sleep(0.1)
+        assert subscribers(follower, run_id) == 1  # the second stream is still open
+        follower.unsubscribe(run_id, second)
+        follower.unsubscribe(other, third)
+        await settled(lambda: not follower.subscribed)
+        assert subscribers(follower, run_id) == 0 and subscribers(follower, other) == 0
+        assert follower.runs == {}
+
+    asyncio.run(main())
+
+
+def test_a_stream_arriving_as_the_last_one_leaves_keeps_the_run_subscribed(redis_layer):
+    run_id = new_run_id()
+
+    async def main() -> None:
+        follower = live_follower()
+        assert follower is not None
+        for _ in range(20):
+            leaving = await follower.subscribe(run_id)
+            follower.unsubscribe(run_id, leaving)  # its unsubscribe is still to be sent...
+            arriving = await follower.subscribe(run_id)  # ...when the next stream comes
+            await asyncio.sleep(0.02)
+            assert subscribers(follower, run_id) == 1
+            await publish(run_id, {"type": "run.events", "events": [{"seq": 1}]})
+            assert await arriving.get(5) == [{"seq": 1}]
+            follower.unsubscribe(run_id, arriving)
+        await settled(lambda: not follower.subscribed)
+        assert subscribers(follower, run_id) == 0
+
+    asyncio.run(main())
+
+
+def test_a_stream_far_behind_is_told_to_read_the_log(redis_layer, monkeypatch):
+    monkeypatch.setattr(streams, "MAX_PENDING_BATCHES", 3)
+    run_id = new_run_id()
+
+    async def main() -> object:
+        follower = live_follower()
+        assert follower is not None
+        inbox = await follower.subscribe(run_id)
+        for seq in range(1, 6):
+            await publish(run_id, {"type": "run.events", "events": [{"seq": seq}]})
+        await settled(lambda: len(inbox.batches) == 1 and inbox.batches[0] is OVERFLOW)
+        got = await inbox.get(1)
+        follower.unsubscribe(run_id, inbox)
+        return got
+
+    assert asyncio.run(main()) is OVERFLOW
+
+
+def test_a_redis_that_is_gone_leaves_streams_to_the_log_with_one_warning(redis_layer, caplog):
+    redis_layer.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there
+    caplog.set_level(logging.WARNING, logger="runs.streams")
+
+    async def main() -> None:
+        follower = live_follower()
+        assert follower is not None
+        inbox = await follower.subscribe(new_run_id())
+        assert await inbox.get(0.1) is None  # idle: the stream re-reads the log on each tick
+        await follower.subscribe(new_run_id())
+
+    asyncio.run(main())
+    warnings = [record for record in caplog.records if record.getMessage() == "stream live follow failed"]
+    assert len(warnings) == 1 and warnings[0].error == "ConnectionError"
+
+
+def test_without_redis_pub_sub_there_is_no_live_follower(settings):
+    async def main() -> object:
+        return live_follower()
+
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    assert asyncio.run(main()) is None
+    settings.CHANNEL_LAYERS = {}
+    assert asyncio.run(main()) is None
