@@ -11,19 +11,7 @@ from channels.layers import get_channel_layer
 from conftest import redis_reachable
 from runs.streams import BatchPublisher, group_name
 
-REDIS_URL = "redis://127.0.0.1:6379/3"
-
-
 pytestmark = pytest.mark.skipif(not redis_reachable(), reason="no Redis on 127.0.0.1:6379 (CI machines run one)")
-
-
-@pytest.fixture
-def redis_layer(settings):
-    settings.REDIS_URL = REDIS_URL
-    settings.CHANNEL_LAYERS = {
-        "default": {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}
-    }
-    return settings
 
 
 def test_a_batch_reaches_each_run_s_followers_in_commit_order(redis_layer):

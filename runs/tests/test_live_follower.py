@@ -13,19 +13,9 @@ import redis
 from conftest import redis_reachable
 from runs import streams
 from runs.streams import OVERFLOW, BatchPublisher, LiveFollower, live_follower, publish
-
-REDIS_URL = "redis://127.0.0.1:6379/3"
+from runs.tests.conftest import REDIS_URL
 
 pytestmark = pytest.mark.skipif(not redis_reachable(), reason="no Redis on 127.0.0.1:6379 (CI machines run one)")
-
-
-@pytest.fixture
-def redis_layer(settings):
-    settings.REDIS_URL = REDIS_URL
-    settings.CHANNEL_LAYERS = {
-        "default": {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}
-    }
-    return settings
 
 
 def new_run_id() -> str:
