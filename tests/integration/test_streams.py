@@ -88,13 +88,18 @@ def sse_read(
         return received, response.status_code, comments
 
 
-def sse_parse(response: httpx.Response, *, limit: int | None = None) -> tuple[list[dict[str, Any]], list[str]]:
-    """The events (and comments) of a text/event-stream response, up to `limit` events."""
+def sse_parse(
+    response: httpx.Response, *, limit: int | None = None, within: float = 90
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """The events (and comments) of a text/event-stream response, up to `limit` events; a stream
+    still going after `within` seconds (keepalives keep a read timeout from firing) fails."""
     assert response.headers["content-type"].startswith("text/event-stream")
     received: list[dict[str, Any]] = []
     comments: list[str] = []
     fields: dict[str, str] = {}
+    deadline = time.monotonic() + within
     for line in response.iter_lines():
+        assert time.monotonic() < deadline, f"the stream did not end within {within} s; last events: {received[-3:]}"
         if line.startswith(":"):
             comments.append(line)
         elif line == "":
