@@ -107,6 +107,7 @@ def test_status_endpoint_over_http(harness):
 
 def test_a_crashed_worker_leaves_nothing_the_reapers_do_not_clean(harness, root):
     client = harness.client(harness.api_key("dave"))
+    posted = time.time()
     run = client.post(
         "/api/runs", json={"input": "```sh\nsleep 300 & sleep 299\n```", "agent": "coder", "model": "offline"}
     ).json()
@@ -116,16 +117,25 @@ def test_a_crashed_worker_leaves_nothing_the_reapers_do_not_clean(harness, root)
         if rows and rows[0]["status"] == "live" and any(root.iterdir()):
             break
         time.sleep(0.1)
-    time.sleep(0.5)
     (workspace,) = list(root.iterdir())
-    harness.kill()  # SIGKILL to the whole tree: no cleanup code runs
 
-    def survivors() -> list[list[str]]:
+    def survivors() -> list[dict[str, object]]:
+        """This run's sleeps: started since it was posted, in its workspace (anything else on the
+        host may run a `sleep 300` too: another instance's tests, a shell)."""
         return [
-            p.info["cmdline"]
-            for p in psutil.process_iter(["cmdline"])
+            {**p.info, "pid": p.pid}
+            for p in psutil.process_iter(["cmdline", "cwd", "create_time", "ppid"])
             if (p.info["cmdline"] or [])[-1:] in (["300"], ["299"])
+            and str(p.info["cwd"] or "").startswith(str(workspace))
+            and p.info["create_time"] >= posted - 1
         ]
+
+    # Both sleeps are running, and seen as this run's, when the worker is killed.
+    deadline = time.monotonic() + 30
+    while len(survivors()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert sorted(p["cmdline"][-1] for p in survivors()) == ["299", "300"]  # type: ignore[index]
+    harness.kill()  # SIGKILL to the whole tree: no cleanup code runs
 
     # --die-with-parent: the sandbox's processes die with their worker (the kernel takes the
     # pid namespace down when bwrap's init goes, which can take a moment on a loaded machine;

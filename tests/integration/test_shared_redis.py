@@ -20,11 +20,13 @@ def test_two_deployments_on_one_redis_each_run_their_own_runs(tmp_path):
     if not redis_reachable():
         pytest.skip("no Redis on 127.0.0.1:6379: the Redis path is not tested here (CI machines run one)")
     env = {"REDIS_URL": REDIS_URL, "HARNESS_API_RATE_LIMIT": "1000", "HARNESS_OFFLINE_DELAY_MS": "20"}
-    blue = Harness(tmp_path / "blue", HARNESS_REDIS_PREFIX="blue", **env)
-    green = Harness(tmp_path / "green", HARNESS_REDIS_PREFIX="green", **env)
+    made: list[Harness] = []
     try:
-        for harness in (blue, green):
-            harness.start()
+        for prefix in ("blue", "green"):
+            (tmp_path / prefix).mkdir()
+            made.append(Harness(tmp_path / prefix, HARNESS_REDIS_PREFIX=prefix, **env))
+            made[-1].start()
+        blue, green = made
         clients = {harness: harness.client(harness.api_key("alice")) for harness in (blue, green)}
         posted: dict[Harness, list[str]] = {harness: [] for harness in (blue, green)}
         for _ in range(RUNS // 2):  # interleaved, so that both queues hold runs at once
@@ -43,5 +45,5 @@ def test_two_deployments_on_one_redis_each_run_their_own_runs(tmp_path):
             assert any(key.startswith(f"django_q:{prefix}") for key in keys), sorted(keys)
             assert any(key.startswith(f"{prefix}:") for key in keys), sorted(keys)
     finally:
-        blue.close()
-        green.close()
+        for harness in made:
+            harness.close()
