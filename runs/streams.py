@@ -369,13 +369,19 @@ class LogFollower:
 _followers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LogFollower] = weakref.WeakKeyDictionary()
 
 
-def log_follower() -> LogFollower:
-    """This event loop's log follower (the web server has one loop, so one per process)."""
+def _per_loop[F](followers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, F], make: Callable[[], F]) -> F:
+    """The running event loop's follower of one kind, made on first use (the web server has one
+    loop, so one per process)."""
     loop = asyncio.get_running_loop()
-    follower = _followers.get(loop)
+    follower = followers.get(loop)
     if follower is None:
-        follower = _followers[loop] = LogFollower()
+        follower = followers[loop] = make()
     return follower
+
+
+def log_follower() -> LogFollower:
+    """This event loop's log follower."""
+    return _per_loop(_followers, LogFollower)
 
 
 # How long a new stream waits for Redis to confirm its run's subscription before it replays the
@@ -514,11 +520,7 @@ def live_follower() -> LiveFollower | None:
     layer = redis_pubsub_layer()
     if layer is None:
         return None
-    loop = asyncio.get_running_loop()
-    follower = _live_followers.get(loop)
-    if follower is None:
-        follower = _live_followers[loop] = LiveFollower(layer)
-    return follower
+    return _per_loop(_live_followers, lambda: LiveFollower(layer))
 
 
 Receive = Callable[[float], Awaitable[list[dict[str, Any]] | None]]

@@ -318,9 +318,8 @@ def web_redis_subscriptions(harness: Harness) -> int:
     return sum(int(c["sub"]) + int(c["psub"]) for c in clients if int(c["addr"].rsplit(":", 1)[1]) in ports)
 
 
+@pytest.mark.parametrize("harness", ["redis"], indirect=True)  # the live path's subscriptions
 def test_streams_leave_no_redis_subscription_behind(harness, alice):
-    if harness.mode != "redis":
-        pytest.skip("the live path's subscriptions (Redis)")
     # One open stream: its run's channel is subscribed once, however many streams follow it.
     run = start_run(harness, alice)
     auth = {"Authorization": f"Bearer {alice}"}
