@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from django.conf import settings
 from django.core.checks import Error, register
 
-from common.limits import clip
+from common.limits import clip, truncation_marker
 from execution.sdk import mark_shared
 from harness.agents import AgentEntry, OfflineScript
 from runs.registry import SANDBOX_TOOL_NAMES, AgentSpec, OfflineToolCall, sdk_approval_check
@@ -191,6 +191,71 @@ def _tool(tool: Any, approvals: dict[str, Any]) -> Any:
     if tool.name in approvals:
         changes["needs_approval"] = sdk_approval_check(approvals[tool.name])
     return dataclasses.replace(tool, **changes)
+
+
+# --- what a tool gives the model ---------------------------------------------------------------
+
+# The keys of a structured tool output's parts that hold text the model reads (input_text
+# parts, the shell tools' stdout and stderr); images and files are not text and pass whole.
+_TEXT_KEYS = ("text", "stdout", "stderr")
+
+
+def tool_outputs_capped(data: Any) -> Any:
+    """The runs' `RunConfig.call_model_input_filter`: every tool result in what the model is
+    sent, whatever gave it (a function tool's string, dict or text parts, an MCP tool, a
+    handoff, a sandbox or shell tool), holds at most HARNESS_TOOL_OUTPUT_MAX_CHARS characters
+    of text, with the truncation marker. Only the model's copy of the input is cut: the run's
+    events and session keep what the tool answered (up to HARNESS_MAX_STORED_CHARS)."""
+    cap = settings.HARNESS_TOOL_OUTPUT_MAX_CHARS
+    model_data = data.model_data
+    items = model_data.input  # the SDK's copy of the list for this call; the items are shared
+    for index, item in enumerate(items):
+        if isinstance(item, dict) and "output" in item and str(item.get("type", "")).endswith("_output"):
+            output = _output_capped(item["output"], cap)
+            if output is not item["output"]:
+                items[index] = {**item, "output": output}
+    return model_data
+
+
+def _output_capped(output: Any, cap: int) -> Any:
+    """`output` (a string, or structured parts) with at most `cap` characters of text, or
+    `output` itself when it has no more."""
+    if isinstance(output, str):
+        return clip(output, cap)
+    parts = output if isinstance(output, list) else [output]
+    total = sum(len(part[key]) for part in parts if isinstance(part, dict) for key in _text_keys(part))
+    if total <= cap:
+        return output
+    room = max(0, cap - len(truncation_marker(total, total)))
+    kept = 0
+    capped: list[Any] = []
+    for part in parts:
+        keys = _text_keys(part) if isinstance(part, dict) else []
+        if not keys:
+            capped.append(part)
+            continue
+        if kept >= room and part.get("type") in ("input_text", "text"):
+            continue  # a text part with no room left is dropped; the marker says so
+        changes = {}
+        for key in keys:
+            take = part[key][: room - kept]
+            kept += len(take)
+            changes[key] = take
+        capped.append({**part, **changes})
+    # The marker goes on the last text kept, or is the text, if none was.
+    for position in range(len(capped) - 1, -1, -1):
+        part = capped[position]
+        keys = _text_keys(part) if isinstance(part, dict) else []
+        if keys:
+            capped[position] = {**part, keys[-1]: part[keys[-1]] + truncation_marker(total, kept)}
+            break
+    else:
+        capped.insert(0, {"type": "input_text", "text": truncation_marker(total, kept).lstrip()})
+    return capped if isinstance(output, list) else capped[0]
+
+
+def _text_keys(part: dict[str, Any]) -> list[str]:
+    return [key for key in _TEXT_KEYS if isinstance(part.get(key), str)]
 
 
 # --- loading ---------------------------------------------------------------------------------

@@ -48,7 +48,15 @@ from common.limits import clip_data, clip_text
 from common.text import safe_text
 from execution.budget import BudgetExceeded, RunMeter
 from execution.cassette import CassetteModel, RecordingModel, ReplayDiverged
-from execution.catalog import CatalogAgent, CatalogError, agent_get, catalog, mcp_servers, registry_version
+from execution.catalog import (
+    CatalogAgent,
+    CatalogError,
+    agent_get,
+    catalog,
+    mcp_servers,
+    registry_version,
+    tool_outputs_capped,
+)
 from execution.memory import RunMemory
 from execution.offline import OFFLINE_MODEL, OfflineModel, OfflineScriptError
 from execution.sdk import install_or_warn as sdk_install
@@ -155,7 +163,7 @@ def translate_event(event: Any, tool_names: dict[str, str]) -> events.EventSpec 
         }
     if event.name == "tool_output":
         call_id = raw.get("call_id", "") if isinstance(raw, dict) else getattr(raw, "call_id", "")
-        output, truncated = clip_text(str(item.output))
+        output, truncated = clip_text(_output_text(raw, item.output))
         return events.TOOL_OUTPUT, {
             "call_id": call_id,
             "name": tool_names.get(call_id, ""),
@@ -176,6 +184,19 @@ def translate_event(event: Any, tool_names: dict[str, str]) -> events.EventSpec 
             "to": target.name if target is not None else "",
         }
     return None
+
+
+def _output_text(raw: Any, output: Any) -> str:
+    """A tool output as the model reads it: the output item's text (structured parts joined,
+    an image or a file named by its type), else the tool's return value as a string."""
+    sent = raw.get("output") if isinstance(raw, dict) else getattr(raw, "output", None)
+    if isinstance(sent, str):
+        return sent
+    if isinstance(sent, list) and all(isinstance(part, dict) for part in sent):
+        return "\n".join(
+            part["text"] if isinstance(part.get("text"), str) else f"[{part.get('type', 'part')}]" for part in sent
+        )
+    return str(output)
 
 
 class EventWriter:
@@ -581,6 +602,8 @@ async def _run_agent(
             # Token usage on every call (Chat Completions servers send it only when asked): it is what prices a run.
             model_settings=ModelSettings(include_usage=True),
             sandbox=SandboxRunConfig(session=sandbox.session) if sandbox is not None else None,
+            # Whatever a tool answered, the model is given at most HARNESS_TOOL_OUTPUT_MAX_CHARS of it.
+            call_model_input_filter=tool_outputs_capped,
         )
         start: Any = run.input
         tool_names: dict[str, str] = {}
