@@ -445,6 +445,10 @@ HARNESS_STREAM_POLL_SECONDS = env_float("HARNESS_STREAM_POLL_SECONDS", 0.1, mini
 HARNESS_STREAM_KEEPALIVE_SECONDS = env_float("HARNESS_STREAM_KEEPALIVE_SECONDS", 15, minimum=0.1)
 HARNESS_STREAM_COALESCE_MS = env_int("HARNESS_STREAM_COALESCE_MS", 25, minimum=0)
 HARNESS_STREAM_TOKEN_SECONDS = env_int("HARNESS_STREAM_TOKEN_SECONDS", 300, minimum=10)
+# A stream more batches behind than this re-reads the log instead of queueing more (runs/streams.py).
+HARNESS_STREAM_MAX_PENDING_BATCHES = env_int("HARNESS_STREAM_MAX_PENDING_BATCHES", 256, minimum=1)
+# How long a new stream waits for Redis to confirm its run's subscription before it replays the log.
+HARNESS_STREAM_SUBSCRIBE_WAIT_SECONDS = env_float("HARNESS_STREAM_SUBSCRIBE_WAIT_SECONDS", 1.0, minimum=0)
 # daphne pings every WebSocket this often (keepalive through proxies) and drops a client
 # that has not answered within the timeout: a client that stops reading is dropped too.
 HARNESS_WS_PING_SECONDS = env_int("HARNESS_WS_PING_SECONDS", 20, minimum=1)

@@ -17,8 +17,8 @@ One async generator serves both the WebSocket consumer and the SSE view:
 With Redis, one `LiveFollower` per event loop holds one pub/sub connection: a run's channel
 is subscribed while a stream of it is open in this process (once, whatever the number of its
 streams) and unsubscribed when the last one closes, and each batch published on it is handed
-to every stream of the run. A stream's inbox holds at most MAX_PENDING_BATCHES batches; one
-further behind re-reads the log.
+to every stream of the run. A stream's inbox holds at most HARNESS_STREAM_MAX_PENDING_BATCHES
+batches; one further behind re-reads the log.
 
 Without a channel layer, one `LogFollower` per event loop (the web server's) reads the
 log for every run that has a stream open in this process: one statement per
@@ -232,8 +232,6 @@ async def events_after(run_id: str, after: int) -> LogPage:
 
 # Runs per statement of the log follower (each brings three parameters).
 FOLLOW_CHUNK = 200
-# Batches a stream may have waiting before it is told to re-read the log instead.
-MAX_PENDING_BATCHES = 256
 OVERFLOW: list[dict[str, Any]] = []  # a sentinel batch: "batches were dropped, read the log"
 
 
@@ -263,7 +261,7 @@ class Subscription:
         self.ready = asyncio.Event()
 
     def put(self, batch: list[dict[str, Any]]) -> None:
-        if len(self.batches) >= MAX_PENDING_BATCHES:
+        if len(self.batches) >= settings.HARNESS_STREAM_MAX_PENDING_BATCHES:
             # A stream this far behind re-reads the log: memory per stream stays bounded.
             self.batches.clear()
             self.batches.append(OVERFLOW)
@@ -384,14 +382,14 @@ def log_follower() -> LogFollower:
     return _per_loop(_followers, LogFollower)
 
 
-# How long a new stream waits for Redis to confirm its run's subscription before it replays the
-# log anyway (a live batch after a gap, or the idle re-read, then brings what it missed).
-SUBSCRIBE_WAIT_SECONDS = 1.0
 # The live follower's read returns this often without a message, so that a connection gone
 # quiet is health-checked (a PING every LIVE_HEALTH_SECONDS).
 LIVE_READ_SECONDS = 5.0
 LIVE_HEALTH_SECONDS = 30
 LIVE_RETRY_SECONDS = 1.0
+# A Redis that takes the connection and then says nothing fails a connect or a command after
+# this long (the other Redis clients' bound), so the follower's sync is never held for good.
+LIVE_SOCKET_TIMEOUT_SECONDS = 2
 
 
 @dataclass
@@ -411,7 +409,12 @@ class LiveFollower:
 
         self.deserialize = layer.deserialize
         self.prefix = layer_prefix()
-        self.client = redis.asyncio.Redis.from_url(settings.REDIS_URL, health_check_interval=LIVE_HEALTH_SECONDS)
+        self.client = redis.asyncio.Redis.from_url(
+            settings.REDIS_URL,
+            health_check_interval=LIVE_HEALTH_SECONDS,
+            socket_connect_timeout=LIVE_SOCKET_TIMEOUT_SECONDS,
+            socket_timeout=LIVE_SOCKET_TIMEOUT_SECONDS,  # the reader's own reads set theirs
+        )
         self.pubsub = self.client.pubsub()
         self.runs: dict[bytes, _Live] = {}  # by channel: what should be subscribed
         self.subscribed: set[bytes] = set()  # what Redis was told to subscribe
@@ -425,7 +428,8 @@ class LiveFollower:
 
     async def subscribe(self, run_id: str) -> Subscription:
         """A new stream's inbox for `run_id`, once Redis has the run's channel subscribed (or after
-        SUBSCRIBE_WAIT_SECONDS: with Redis away the stream lives on the log's idle re-reads)."""
+        HARNESS_STREAM_SUBSCRIBE_WAIT_SECONDS: with Redis away the stream lives on the log's idle
+        re-reads, and a live batch after a gap, or the idle re-read, brings what it missed)."""
         channel = self.channel(run_id)
         subscription = Subscription()
         live = self.runs.get(channel)
@@ -434,12 +438,14 @@ class LiveFollower:
             if channel in self.subscribed:
                 live.confirmed.set()  # still subscribed for a stream that just left
         live.subscriptions.add(subscription)
-        await self._sync()
-        if self.reader is None or self.reader.done():
-            # Started once the connection is there: it reads the confirmations from then on.
-            self.reader = asyncio.get_running_loop().create_task(self._read(), name="run-live-follower")
+        sync = asyncio.get_running_loop().create_task(self._sync())
+        self.pending.add(sync)
+        sync.add_done_callback(self.pending.discard)
+        # The wait covers the sync too: a Redis slow to answer holds a new stream no longer.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(live.confirmed.wait(), SUBSCRIBE_WAIT_SECONDS)
+            async with asyncio.timeout(settings.HARNESS_STREAM_SUBSCRIBE_WAIT_SECONDS):
+                await asyncio.shield(sync)  # left to finish (or fail) on its own
+                await live.confirmed.wait()
         return subscription
 
     def unsubscribe(self, run_id: str, subscription: Subscription) -> None:
@@ -469,6 +475,10 @@ class LiveFollower:
                     self.subscribed -= drop
             except Exception as exc:
                 self._failed(exc)
+            if self.reader is None or self.reader.done():
+                # Started once the connection is tried: it reads the confirmations from then on,
+                # and syncs again after a failure until Redis is back.
+                self.reader = asyncio.get_running_loop().create_task(self._read(), name="run-live-follower")
 
     async def _read(self) -> None:
         while True:

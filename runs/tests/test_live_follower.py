@@ -4,14 +4,17 @@ subscription per run while a stream of it is open, against the real Redis."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
+import threading
+import time
 import uuid
 
 import pytest
 import redis
 
 from conftest import redis_reachable
-from runs import streams
 from runs.streams import OVERFLOW, BatchPublisher, LiveFollower, live_follower, publish
 from runs.tests.conftest import REDIS_URL
 
@@ -105,8 +108,8 @@ def test_a_stream_arriving_as_the_last_one_leaves_keeps_the_run_subscribed(redis
     asyncio.run(main())
 
 
-def test_a_stream_far_behind_is_told_to_read_the_log(redis_layer, monkeypatch):
-    monkeypatch.setattr(streams, "MAX_PENDING_BATCHES", 3)
+def test_a_stream_far_behind_is_told_to_read_the_log(redis_layer, settings):
+    settings.HARNESS_STREAM_MAX_PENDING_BATCHES = 3
     run_id = new_run_id()
 
     async def main() -> object:
@@ -147,3 +150,63 @@ def test_without_redis_pub_sub_there_is_no_live_follower(settings):
     assert asyncio.run(main()) is None
     settings.CHANNEL_LAYERS = {}
     assert asyncio.run(main()) is None
+
+
+def test_a_redis_that_never_answers_holds_a_new_stream_no_longer_than_the_subscribe_wait(redis_layer):
+    """A Redis that takes the connection and then says nothing (a network black hole): a new
+    stream still starts within HARNESS_STREAM_SUBSCRIBE_WAIT_SECONDS, on the log's re-reads."""
+    silent = socket.create_server(("127.0.0.1", 0))
+    silent.listen(64)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        silent.settimeout(0.1)
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError, OSError):
+                held.append(silent.accept()[0])  # kept open, never answered
+
+    acceptor = threading.Thread(target=accept, daemon=True)
+    acceptor.start()
+    redis_layer.REDIS_URL = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
+    redis_layer.HARNESS_STREAM_SUBSCRIBE_WAIT_SECONDS = 0.3
+
+    async def main() -> list[float]:
+        follower = live_follower()
+        assert follower is not None
+        took = []
+        for _ in range(2):
+            started = time.monotonic()
+            inbox = await asyncio.wait_for(follower.subscribe(new_run_id()), 10)
+            took.append(time.monotonic() - started)
+            assert await inbox.get(0.05) is None  # idle: the stream re-reads the log on each tick
+        return took
+
+    try:
+        took = asyncio.run(main())
+    finally:
+        stop.set()
+        acceptor.join()
+        for connection in held:
+            connection.close()
+        silent.close()
+    assert held, "the follower never connected"
+    assert all(0.25 <= seconds < 1.0 for seconds in took), took
+
+
+def test_a_stream_waits_for_its_subscription_at_most_the_subscribe_wait(redis_layer):
+    """With Redis answering, a new stream starts once its run is subscribed (well within the wait)."""
+    redis_layer.HARNESS_STREAM_SUBSCRIBE_WAIT_SECONDS = 5
+
+    async def main() -> float:
+        follower = live_follower()
+        assert follower is not None
+        run_id = new_run_id()
+        started = time.monotonic()
+        inbox = await follower.subscribe(run_id)
+        took = time.monotonic() - started
+        assert subscribers(follower, run_id) == 1
+        follower.unsubscribe(run_id, inbox)
+        return took
+
+    assert asyncio.run(main()) < 1

@@ -111,8 +111,8 @@ async def _collect(stream: AsyncIterator[dict[str, Any] | None], into: list[dict
             into.append(event)
 
 
-def test_a_stream_that_falls_far_behind_rereads_the_log_in_order(monkeypatch):
-    monkeypatch.setattr(streams, "MAX_PENDING_BATCHES", 2)
+def test_a_stream_that_falls_far_behind_rereads_the_log_in_order(monkeypatch, settings):
+    settings.HARNESS_STREAM_MAX_PENDING_BATCHES = 2
     run_id = _queued_run()
     replays = _counting(monkeypatch, "_events_after")
 
@@ -166,3 +166,20 @@ def test_a_gap_in_what_the_follower_hands_out_is_filled_from_the_log(monkeypatch
 
     _run(scenario)
     assert len(replays) == 2  # the replay, and the read that filled the gap
+
+
+def test_an_inbox_holds_exactly_the_pending_batch_limit(settings):
+    settings.HARNESS_STREAM_MAX_PENDING_BATCHES = 4
+
+    async def scenario() -> None:
+        inbox = streams.Subscription()
+        for seq in range(1, 5):
+            inbox.put([{"seq": seq}])
+        assert [batch[0]["seq"] for batch in inbox.batches] == [1, 2, 3, 4]  # at the limit: all kept
+        inbox.put([{"seq": 5}])
+        assert list(inbox.batches) == [streams.OVERFLOW]  # one over: re-read the log instead
+        inbox.put([{"seq": 6}])
+        assert list(inbox.batches) == [streams.OVERFLOW]  # and nothing more queues behind it
+        assert await inbox.get(1) is streams.OVERFLOW
+
+    asyncio.run(scenario())
