@@ -128,7 +128,11 @@ class Engine:
         self.room = asyncio.Event()
         self.room.set()
         tracing_install()
-        self.publish_queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
+        # Bounded: a Redis that stops answering holds the publisher, not the worker's memory.
+        self.publish_queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue(
+            settings.HARNESS_WORKER_PUBLISH_BACKLOG
+        )
+        self.publish_dropping = False
         self.batch_publisher = BatchPublisher.for_layer()
         self.publisher = asyncio.create_task(self._publisher())
         if settings.CHANNEL_LAYERS:
@@ -151,7 +155,20 @@ class Engine:
     def _publish_threadsafe(self, run_id: str, message: dict[str, Any]) -> None:
         """Live events go out on the loop's own channel-layer connection, in commit order."""
         if self.loop is not None:
-            self.loop.call_soon_threadsafe(self.publish_queue.put_nowait, (run_id, message))
+            self.loop.call_soon_threadsafe(self._publish_later, run_id, message)
+
+    def _publish_later(self, run_id: str, message: dict[str, Any]) -> None:
+        """Queue a batch for Redis; with HARNESS_WORKER_PUBLISH_BACKLOG already waiting, drop it:
+        live events are a shortcut, every stream reads what it missed from the log."""
+        try:
+            self.publish_queue.put_nowait((run_id, message))
+        except asyncio.QueueFull:
+            if not self.publish_dropping:
+                logger.warning("live publish backlog full", extra={"limit": self.publish_queue.maxsize})
+                self.publish_dropping = True
+            return
+        if self.publish_dropping and self.publish_queue.qsize() <= self.publish_queue.maxsize // 2:
+            self.publish_dropping = False  # drained: a new streak of drops warns again
 
     async def _publisher(self) -> None:
         """What is queued when it wakes goes out in one round trip (commit order kept)."""

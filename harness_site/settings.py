@@ -478,6 +478,9 @@ HARNESS_WORKER_CONCURRENCY = env_int("HARNESS_WORKER_CONCURRENCY", 100, minimum=
 HARNESS_WORKER_THREADS = env_int("HARNESS_WORKER_THREADS", HARNESS_WORKER_CONCURRENCY, minimum=1)
 # Threads that do a worker's own database work (claims, event batches, outcomes).
 HARNESS_WORKER_DB_THREADS = env_int("HARNESS_WORKER_DB_THREADS", 4, minimum=1)
+# Live event batches a worker holds for Redis at most; past it, while Redis is slow or silent,
+# batches are dropped (streams read them from the log) rather than held in the worker's memory.
+HARNESS_WORKER_PUBLISH_BACKLOG = env_int("HARNESS_WORKER_PUBLISH_BACKLOG", 1000, minimum=1)
 # The web and worker processes, once started, freeze what startup made (the garbage collector
 # never scans it again) and collect their youngest objects every this many allocations
 # (Python's default is 700). 0 leaves the collector as Python sets it.

@@ -104,6 +104,11 @@ def live_channel(prefix: str, run_id: str) -> str:
     return f"{prefix}__group__{group_name(run_id)}"
 
 
+# A Redis that takes the connection and then says nothing fails a connect or a command after
+# this long (the other Redis clients' bound): no publish or subscription waits on it for good.
+REDIS_SOCKET_TIMEOUT_SECONDS = 2
+
+
 class BatchPublisher:
     """Live events of many runs to Redis in one round trip per batch (the run engine's loop
     publishes every committed batch of every run in flight). It writes what the pub/sub
@@ -114,7 +119,11 @@ class BatchPublisher:
 
         self.serialize = layer.serialize
         self.prefix = layer_prefix()
-        self.client = redis.asyncio.Redis.from_url(settings.REDIS_URL)
+        self.client = redis.asyncio.Redis.from_url(
+            settings.REDIS_URL,
+            socket_connect_timeout=REDIS_SOCKET_TIMEOUT_SECONDS,
+            socket_timeout=REDIS_SOCKET_TIMEOUT_SECONDS,
+        )
 
     @classmethod
     def for_layer(cls) -> BatchPublisher | None:
@@ -387,9 +396,6 @@ def log_follower() -> LogFollower:
 LIVE_READ_SECONDS = 5.0
 LIVE_HEALTH_SECONDS = 30
 LIVE_RETRY_SECONDS = 1.0
-# A Redis that takes the connection and then says nothing fails a connect or a command after
-# this long (the other Redis clients' bound), so the follower's sync is never held for good.
-LIVE_SOCKET_TIMEOUT_SECONDS = 2
 
 
 @dataclass
@@ -412,8 +418,8 @@ class LiveFollower:
         self.client = redis.asyncio.Redis.from_url(
             settings.REDIS_URL,
             health_check_interval=LIVE_HEALTH_SECONDS,
-            socket_connect_timeout=LIVE_SOCKET_TIMEOUT_SECONDS,
-            socket_timeout=LIVE_SOCKET_TIMEOUT_SECONDS,  # the reader's own reads set theirs
+            socket_connect_timeout=REDIS_SOCKET_TIMEOUT_SECONDS,
+            socket_timeout=REDIS_SOCKET_TIMEOUT_SECONDS,  # the reader's own reads set theirs
         )
         self.pubsub = self.client.pubsub()
         self.runs: dict[bytes, _Live] = {}  # by channel: what should be subscribed

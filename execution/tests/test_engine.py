@@ -233,6 +233,46 @@ def test_live_publishing_outlives_a_failed_batch_and_a_stop_waits_for_the_one_be
     assert "live publish failed" in caplog.text
 
 
+def test_live_publishing_holds_at_most_the_backlog_while_redis_is_stuck(settings, caplog):
+    """A Redis that stops answering holds the engine's publisher: what waits for it is bounded
+    (HARNESS_WORKER_PUBLISH_BACKLOG batches; past it batches are dropped, streams read them from
+    the log), with one warning, and publishing carries on once Redis answers again."""
+    settings.HARNESS_WORKER_PUBLISH_BACKLOG = 5
+    sent: list[str] = []
+
+    class Publisher:
+        def __init__(self) -> None:
+            self.answering = asyncio.Event()
+
+        async def send(self, batch: list[tuple[str, dict[str, Any]]]) -> None:
+            await self.answering.wait()
+            sent.extend(message["n"] for _, message in batch)
+
+        async def close(self) -> None:
+            pass
+
+    async def main() -> None:
+        engine = Engine()
+        engine._start_loop_services()
+        publisher = engine.batch_publisher = Publisher()  # type: ignore[assignment]
+        engine._publish_threadsafe("run_a", {"n": "0"})
+        await asyncio.sleep(0.05)  # the publisher took it, and waits on Redis
+        for n in range(1, 21):
+            engine._publish_threadsafe("run_a", {"n": str(n)})
+        await asyncio.sleep(0.05)
+        assert engine.publish_queue.qsize() == 5
+        publisher.answering.set()
+        await asyncio.sleep(0.05)
+        engine._publish_threadsafe("run_a", {"n": "21"})
+        await asyncio.sleep(0.05)
+        await engine._stop_loop_services()
+
+    asyncio.run(main())
+    assert sent == ["0", "1", "2", "3", "4", "5", "21"]
+    dropped = [record for record in caplog.records if record.getMessage() == "live publish backlog full"]
+    assert len(dropped) == 1 and dropped[0].limit == 5
+
+
 @pytest.mark.django_db(transaction=False)
 def test_an_unknown_event_loop_fails_at_boot_naming_the_choices():
     done = settings_import(HARNESS_WORKER_EVENT_LOOP="tokio")

@@ -152,23 +152,35 @@ def test_without_redis_pub_sub_there_is_no_live_follower(settings):
     assert asyncio.run(main()) is None
 
 
-def test_a_redis_that_never_answers_holds_a_new_stream_no_longer_than_the_subscribe_wait(redis_layer):
-    """A Redis that takes the connection and then says nothing (a network black hole): a new
-    stream still starts within HARNESS_STREAM_SUBSCRIBE_WAIT_SECONDS, on the log's re-reads."""
+@pytest.fixture
+def silent_redis():
+    """The URL of a Redis that takes connections and then says nothing (a network black hole);
+    yields it and the connections it took."""
     silent = socket.create_server(("127.0.0.1", 0))
     silent.listen(64)
+    silent.settimeout(0.1)
     held: list[socket.socket] = []
     stop = threading.Event()
 
     def accept() -> None:
-        silent.settimeout(0.1)
         while not stop.is_set():
             with contextlib.suppress(TimeoutError, OSError):
                 held.append(silent.accept()[0])  # kept open, never answered
 
     acceptor = threading.Thread(target=accept, daemon=True)
     acceptor.start()
-    redis_layer.REDIS_URL = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
+    yield f"redis://127.0.0.1:{silent.getsockname()[1]}/0", held
+    stop.set()
+    acceptor.join()
+    for connection in held:
+        connection.close()
+    silent.close()
+
+
+def test_a_redis_that_never_answers_holds_a_new_stream_no_longer_than_the_subscribe_wait(redis_layer, silent_redis):
+    """A new stream on a silent Redis still starts within HARNESS_STREAM_SUBSCRIBE_WAIT_SECONDS,
+    on the log's re-reads."""
+    redis_layer.REDIS_URL, held = silent_redis
     redis_layer.HARNESS_STREAM_SUBSCRIBE_WAIT_SECONDS = 0.3
 
     async def main() -> list[float]:
@@ -182,16 +194,29 @@ def test_a_redis_that_never_answers_holds_a_new_stream_no_longer_than_the_subscr
             assert await inbox.get(0.05) is None  # idle: the stream re-reads the log on each tick
         return took
 
-    try:
-        took = asyncio.run(main())
-    finally:
-        stop.set()
-        acceptor.join()
-        for connection in held:
-            connection.close()
-        silent.close()
+    took = asyncio.run(main())
     assert held, "the follower never connected"
     assert all(0.25 <= seconds < 1.0 for seconds in took), took
+
+
+def test_a_publisher_on_a_silent_redis_gives_up_with_a_warning(redis_layer, silent_redis, caplog):
+    """The run engine's publisher is not held for good by a Redis that says nothing: its batch
+    fails after the socket timeout (the engine's backlog bounds what waits meanwhile)."""
+    redis_layer.REDIS_URL, held = silent_redis
+    caplog.set_level(logging.WARNING, logger="runs.streams")
+
+    async def main() -> float:
+        publisher = BatchPublisher.for_layer()
+        assert publisher is not None
+        started = time.monotonic()
+        await asyncio.wait_for(publisher.send([(new_run_id(), {"type": "run.events", "events": [{"seq": 1}]})]), 30)
+        return time.monotonic() - started
+
+    took = asyncio.run(main())
+    assert held and took < 10, took
+    assert [record.error for record in caplog.records if record.getMessage() == "live publish failed"] == [
+        "TimeoutError"
+    ]
 
 
 def test_a_stream_waits_for_its_subscription_at_most_the_subscribe_wait(redis_layer):
