@@ -152,7 +152,8 @@ class RedisSlots:
         loop = asyncio.get_running_loop()
         client = self._clients.get(loop)
         if client is None:
-            client = redis.asyncio.Redis.from_url(self.url, socket_connect_timeout=2, socket_timeout=2)
+            timeout = settings.HARNESS_REDIS_TIMEOUT_SECONDS
+            client = redis.asyncio.Redis.from_url(self.url, socket_connect_timeout=timeout, socket_timeout=timeout)
             self._clients[loop] = client
         return client
 

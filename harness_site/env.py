@@ -7,6 +7,7 @@ typo in a deployment fails at boot instead of at 3 a.m.
 from __future__ import annotations
 
 import os
+import urllib.parse
 from decimal import Decimal
 from pathlib import Path
 
@@ -108,3 +109,16 @@ def env_list(name: str, default: tuple[str, ...] = ()) -> list[str]:
     if raw is None:
         return list(default)
     return [part.strip() for part in raw.split(",") if part.strip()]
+
+
+def redis_url_with_timeouts(url: str, seconds: float) -> str:
+    """`url` with socket timeouts for connecting and for each answer, which redis-py reads from
+    the query string (for clients made from a URL alone: the run queue's, the channel layer's),
+    unless the URL sets its own."""
+    parts = urllib.parse.urlsplit(url)
+    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    given = {name for name, _ in query}
+    for name in ("socket_connect_timeout", "socket_timeout"):
+        if name not in given:
+            query.append((name, f"{seconds:g}"))
+    return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))

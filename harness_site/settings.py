@@ -28,6 +28,7 @@ from harness_site.env import (
     env_str,
     env_usd,
     load_env_file,
+    redis_url_with_timeouts,
 )
 
 # Lets the typed admin (ModelAdmin[Run]) and QuerySet[Run] work at run time.
@@ -428,6 +429,14 @@ HARNESS_DASHBOARD_FAILURES = env_int("HARNESS_DASHBOARD_FAILURES", 10, minimum=1
 if HARNESS_DASHBOARD_FAILURES > 100:
     raise ImproperlyConfigured("HARNESS_DASHBOARD_FAILURES: at most 100")
 
+# --- Redis ---------------------------------------------------------------------
+# The run queue, live streams, the cache and the per-key counts; unset: none of them needs it.
+REDIS_URL = env_secret("REDIS_URL")
+# How long any Redis client of the harness waits for a connection or an answer before it treats
+# Redis as unavailable, so a Redis that stops answering (stalled, or a network black hole) costs
+# a request or a publish this long, never for ever. More than the run queue's 1 s blocking read.
+HARNESS_REDIS_TIMEOUT_SECONDS = env_float("HARNESS_REDIS_TIMEOUT_SECONDS", 3, minimum=2)
+
 # --- Live streams ----------------------------------------------------------
 # With Redis, live events travel over a channel layer between the worker and the
 # web processes; without it, streams follow the durable log in the database.
@@ -435,10 +444,10 @@ CHANNEL_LAYERS = (
     {
         "default": {
             "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-            "CONFIG": {"hosts": [env_secret("REDIS_URL")]},
+            "CONFIG": {"hosts": [redis_url_with_timeouts(REDIS_URL, HARNESS_REDIS_TIMEOUT_SECONDS)]},
         }
     }
-    if env_secret("REDIS_URL")
+    if REDIS_URL
     else {}
 )
 HARNESS_STREAM_POLL_SECONDS = env_float("HARNESS_STREAM_POLL_SECONDS", 0.1, minimum=0.01)
@@ -462,7 +471,6 @@ HARNESS_STREAM_STALL_SECONDS = env_float("HARNESS_STREAM_STALL_SECONDS", 30, min
 # Runs execute in worker processes (`manage.py runworker`), each hosting up to
 # HARNESS_WORKER_CONCURRENCY runs on one asyncio event loop (execution/engine.py).
 # Scheduled jobs (reaper, retention, nightly eval) run in a small django-q2 cluster.
-REDIS_URL = env_secret("REDIS_URL")
 # What this deployment's keys in Redis (its run queue, jobs queue, cache and per-key counts) start
 # with, so that deployments sharing one Redis database never take each other's runs or jobs.
 HARNESS_REDIS_PREFIX = env_str("HARNESS_REDIS_PREFIX", "harness")
@@ -534,7 +542,7 @@ Q_CLUSTER = {
     "label": "Task queue",
 }
 if REDIS_URL:
-    Q_CLUSTER["redis"] = REDIS_URL
+    Q_CLUSTER["redis"] = redis_url_with_timeouts(REDIS_URL, HARNESS_REDIS_TIMEOUT_SECONDS)
 else:
     Q_CLUSTER["orm"] = "default"
 
@@ -550,8 +558,11 @@ CACHES: dict[str, dict[str, Any]] = {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": HARNESS_REDIS_PREFIX,
-            # A Redis that stops answering costs a request two seconds, not forever.
-            "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
+            # A Redis that stops answering costs a request seconds, not forever.
+            "OPTIONS": {
+                "socket_connect_timeout": HARNESS_REDIS_TIMEOUT_SECONDS,
+                "socket_timeout": HARNESS_REDIS_TIMEOUT_SECONDS,
+            },
         }
         if REDIS_URL
         else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "harness"}

@@ -104,11 +104,6 @@ def live_channel(prefix: str, run_id: str) -> str:
     return f"{prefix}__group__{group_name(run_id)}"
 
 
-# A Redis that takes the connection and then says nothing fails a connect or a command after
-# this long (the other Redis clients' bound): no publish or subscription waits on it for good.
-REDIS_SOCKET_TIMEOUT_SECONDS = 2
-
-
 class BatchPublisher:
     """Live events of many runs to Redis in one round trip per batch (the run engine's loop
     publishes every committed batch of every run in flight). It writes what the pub/sub
@@ -121,8 +116,9 @@ class BatchPublisher:
         self.prefix = layer_prefix()
         self.client = redis.asyncio.Redis.from_url(
             settings.REDIS_URL,
-            socket_connect_timeout=REDIS_SOCKET_TIMEOUT_SECONDS,
-            socket_timeout=REDIS_SOCKET_TIMEOUT_SECONDS,
+            # A Redis that takes the connection and then says nothing fails a publish after this.
+            socket_connect_timeout=settings.HARNESS_REDIS_TIMEOUT_SECONDS,
+            socket_timeout=settings.HARNESS_REDIS_TIMEOUT_SECONDS,
         )
 
     @classmethod
@@ -418,8 +414,8 @@ class LiveFollower:
         self.client = redis.asyncio.Redis.from_url(
             settings.REDIS_URL,
             health_check_interval=LIVE_HEALTH_SECONDS,
-            socket_connect_timeout=REDIS_SOCKET_TIMEOUT_SECONDS,
-            socket_timeout=REDIS_SOCKET_TIMEOUT_SECONDS,  # the reader's own reads set theirs
+            socket_connect_timeout=settings.HARNESS_REDIS_TIMEOUT_SECONDS,
+            socket_timeout=settings.HARNESS_REDIS_TIMEOUT_SECONDS,  # the reader's own reads set theirs
         )
         self.pubsub = self.client.pubsub()
         self.runs: dict[bytes, _Live] = {}  # by channel: what should be subscribed
