@@ -54,9 +54,19 @@ class RedisServer:
 
     def stop(self) -> None:
         if self.process is not None:
+            self.thaw()
             self.process.send_signal(signal.SIGKILL)
             self.process.wait(timeout=10)
             self.process = None
+
+    def freeze(self) -> None:
+        """Stop answering, connections kept open (a stalled server, a network black hole)."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        if self.process is not None:
+            self.process.send_signal(signal.SIGCONT)
 
 
 class MotoS3:

@@ -3,6 +3,7 @@ posted, and a web process and a worker started with different SECRET_KEYs."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -61,6 +62,66 @@ def test_a_run_posted_while_the_broker_is_down_is_accepted_once_and_runs_when_it
         assert len(client.get("/api/runs").json()["items"]) == 2
     finally:
         harness.close()
+
+
+def test_a_redis_that_stops_answering_costs_a_request_seconds_and_a_stream_no_event(tmp_path, redis_server):
+    """Redis frozen (SIGSTOP: connections open, nothing answered) with a run in flight and its
+    stream open: the stream still gets every event in order from the log, a new stream starts,
+    a new run is accepted within seconds and stays queued, and it runs once Redis is back."""
+    harness = Harness(
+        tmp_path,
+        REDIS_URL=redis_server.url,
+        HARNESS_REQUEUE_AFTER_SECONDS="1",
+        HARNESS_OFFLINE_DELAY_MS="150",  # a few seconds a run: frozen mid-run
+    ).start()
+    try:
+        client = harness.client(harness.api_key("alice"))
+        body = {"input": "What is 6 * 7?", "agent": "calculator", "model": "offline"}
+        run = client.post("/api/runs", json=body).json()
+        got: list[dict[str, object]] = []
+        with httpx.stream(
+            "GET", f"{harness.base_url}/api/runs/{run['id']}/events", headers=client.headers, timeout=60
+        ) as response:
+            events = sse_events(response)
+            got.append(next(events))
+            got.append(next(events))  # live over Redis: the run is under way
+            redis_server.freeze()
+            frozen = time.monotonic()
+            got.extend(events)
+        assert [event["seq"] for event in got] == list(range(1, len(got) + 1))
+        assert got[-1]["type"] == "run.succeeded" and time.monotonic() - frozen < 30
+
+        started = time.monotonic()
+        with httpx.stream(
+            "GET", f"{harness.base_url}/api/runs/{run['id']}/events", headers=client.headers, timeout=30
+        ) as response:
+            again = list(sse_events(response))
+        assert [event["seq"] for event in again] == [event["seq"] for event in got]
+        assert time.monotonic() - started < 10
+
+        started = time.monotonic()
+        response = client.post("/api/runs", json=body, timeout=30)
+        assert response.status_code == 202, response.text
+        assert time.monotonic() - started < 10
+        queued = response.json()
+        assert queued["status"] == "queued"
+        assert any('"run queue unavailable' in line and queued["id"] in line for line in harness.log_lines())
+
+        redis_server.thaw()
+        time.sleep(1.1)
+        harness.manage("reap_runs")
+        assert harness.wait_for(client, queued["id"], ("succeeded", "failed"), timeout=60)["status"] == "succeeded"
+    finally:
+        redis_server.thaw()
+        harness.close()
+
+
+def sse_events(response: httpx.Response) -> Iterator[dict[str, object]]:
+    """The events of a text/event-stream response, as they arrive."""
+    assert response.headers["content-type"].startswith("text/event-stream")
+    for line in response.iter_lines():
+        if line.startswith("data: "):
+            yield json.loads(line[len("data: ") :])
 
 
 def test_a_worker_with_another_secret_key_still_runs_runs_and_readiness_says_why(tmp_path):
