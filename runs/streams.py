@@ -423,6 +423,7 @@ class LiveFollower:
         self.lock = asyncio.Lock()
         self.reader: asyncio.Task[None] | None = None
         self.pending: set[asyncio.Task[None]] = set()
+        self.queued_sync: asyncio.Task[None] | None = None  # a sync not yet holding the lock
         self.failing = False  # the last command or read failed (logged once per streak)
 
     def channel(self, run_id: str) -> bytes:
@@ -440,14 +441,18 @@ class LiveFollower:
             if channel in self.subscribed:
                 live.confirmed.set()  # still subscribed for a stream that just left
         live.subscriptions.add(subscription)
-        sync = asyncio.get_running_loop().create_task(self._sync())
-        self.pending.add(sync)
-        sync.add_done_callback(self.pending.discard)
-        # The wait covers the sync too: a Redis slow to answer holds a new stream no longer.
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(settings.HARNESS_STREAM_SUBSCRIBE_WAIT_SECONDS):
-                await asyncio.shield(sync)  # left to finish (or fail) on its own
-                await live.confirmed.wait()
+        sync = self._sync_soon()  # after any sync in progress, which may be dropping the run
+        if live.confirmed.is_set():
+            return subscription  # Redis has the run subscribed: nothing to wait for
+        try:
+            # The wait covers the sync too: a Redis slow to answer holds a new stream no longer.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(settings.HARNESS_STREAM_SUBSCRIBE_WAIT_SECONDS):
+                    await asyncio.shield(sync)  # left to finish (or fail) on its own
+                    await live.confirmed.wait()
+        except BaseException:  # the stream is gone (its client left) before it started
+            self.unsubscribe(run_id, subscription)
+            raise
         return subscription
 
     def unsubscribe(self, run_id: str, subscription: Subscription) -> None:
@@ -458,14 +463,24 @@ class LiveFollower:
         live.subscriptions.discard(subscription)
         if not live.subscriptions:
             del self.runs[channel]
-            task = asyncio.get_running_loop().create_task(self._sync())
+            self._sync_soon()
+
+    def _sync_soon(self) -> asyncio.Task[None]:
+        """A sync that will read what the open streams need: the one already waiting for the lock
+        if there is one (it has not read them yet), so that with Redis slow or silent at most one
+        sync runs and one waits, however many streams come and go."""
+        if self.queued_sync is None or self.queued_sync.done():
+            task = self.queued_sync = asyncio.get_running_loop().create_task(self._sync())
             self.pending.add(task)
             task.add_done_callback(self.pending.discard)
+        return self.queued_sync
 
     async def _sync(self) -> None:
         """Tell Redis to subscribe what the open streams need and unsubscribe the rest. Whatever
         order streams come and go in, the last sync leaves Redis matching them."""
         async with self.lock:
+            if self.queued_sync is asyncio.current_task():
+                self.queued_sync = None  # what changes from now on needs a sync after this one
             wanted = set(self.runs)
             add, drop = wanted - self.subscribed, self.subscribed - wanted
             try:
@@ -492,7 +507,8 @@ class LiveFollower:
                 # The streams go on with the log's idle re-reads; subscribe again once Redis is back.
                 self._failed(exc)
                 await asyncio.sleep(LIVE_RETRY_SECONDS)
-                await self._sync()  # what failed to subscribe (a reconnect subscribes the rest again)
+                # What failed to subscribe (a reconnect subscribes the rest again).
+                await asyncio.shield(self._sync_soon())
                 continue
             if self.failing:
                 logger.info("stream live follow recovered")

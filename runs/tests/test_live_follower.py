@@ -235,3 +235,66 @@ def test_a_stream_waits_for_its_subscription_at_most_the_subscribe_wait(redis_la
         return took
 
     assert asyncio.run(main()) < 1
+
+
+def test_a_stream_that_leaves_while_waiting_for_its_subscription_leaves_nothing_behind(redis_layer, silent_redis):
+    """A client gone while its stream waits on a silent Redis: its inbox and its run's place in
+    what should be subscribed go with it."""
+    redis_layer.REDIS_URL, _ = silent_redis
+    redis_layer.HARNESS_STREAM_SUBSCRIBE_WAIT_SECONDS = 5
+
+    async def main() -> LiveFollower:
+        follower = live_follower()
+        assert follower is not None
+        waiting = asyncio.create_task(follower.subscribe(new_run_id()))
+        await asyncio.sleep(0.2)
+        waiting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await waiting
+        return follower
+
+    assert asyncio.run(main()).runs == {}
+
+
+def test_streams_arriving_on_a_silent_redis_share_the_syncs_that_wait(redis_layer, silent_redis):
+    """However many streams come and go while Redis says nothing, at most one sync waits for the
+    one in progress: the follower's tasks do not pile up."""
+    redis_layer.REDIS_URL, _ = silent_redis
+    redis_layer.HARNESS_STREAM_SUBSCRIBE_WAIT_SECONDS = 0.05
+
+    async def main() -> int:
+        follower = live_follower()
+        assert follower is not None
+        for _ in range(30):
+            run_id = new_run_id()
+            inbox = await follower.subscribe(run_id)
+            follower.unsubscribe(run_id, inbox)
+        return len(follower.pending)
+
+    assert asyncio.run(main()) <= 2
+
+
+def test_a_stream_of_a_run_already_subscribed_starts_at_once(redis_layer, silent_redis):
+    """A second stream of a run whose subscription Redis confirmed waits for nothing, even with
+    Redis silent since."""
+    redis_layer.HARNESS_STREAM_SUBSCRIBE_WAIT_SECONDS = 2
+
+    async def main() -> float:
+        follower = live_follower()
+        assert follower is not None
+        run_id = new_run_id()
+        first = await follower.subscribe(run_id)
+        live = follower.runs[follower.channel(run_id)]
+        assert live.confirmed.is_set()
+        await follower.lock.acquire()  # a sync stuck on a silent Redis holds the lock
+        try:
+            started = time.monotonic()
+            second = await follower.subscribe(run_id)
+            took = time.monotonic() - started
+        finally:
+            follower.lock.release()
+        follower.unsubscribe(run_id, second)
+        follower.unsubscribe(run_id, first)
+        return took
+
+    assert asyncio.run(main()) < 0.5
