@@ -160,15 +160,15 @@ class Engine:
     def _publish_later(self, run_id: str, message: dict[str, Any]) -> None:
         """Queue a batch for Redis; with HARNESS_WORKER_PUBLISH_BACKLOG already waiting, drop it:
         live events are a shortcut, every stream reads what it missed from the log."""
+        queue = self.publish_queue
+        if self.publish_dropping and queue.qsize() <= queue.maxsize // 2:
+            self.publish_dropping = False  # drained (to half): a new streak of drops warns again
         try:
-            self.publish_queue.put_nowait((run_id, message))
+            queue.put_nowait((run_id, message))
         except asyncio.QueueFull:
             if not self.publish_dropping:
-                logger.warning("live publish backlog full", extra={"limit": self.publish_queue.maxsize})
+                logger.warning("live publish backlog full", extra={"limit": queue.maxsize})
                 self.publish_dropping = True
-            return
-        if self.publish_dropping and self.publish_queue.qsize() <= self.publish_queue.maxsize // 2:
-            self.publish_dropping = False  # drained: a new streak of drops warns again
 
     async def _publisher(self) -> None:
         """What is queued when it wakes goes out in one round trip (commit order kept)."""

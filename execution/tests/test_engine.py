@@ -273,6 +273,28 @@ def test_live_publishing_holds_at_most_the_backlog_while_redis_is_stuck(settings
     assert len(dropped) == 1 and dropped[0].limit == 5
 
 
+def test_each_streak_of_dropped_live_batches_warns_once_even_with_a_backlog_of_one(settings, caplog):
+    settings.HARNESS_WORKER_PUBLISH_BACKLOG = 1
+
+    async def main() -> None:
+        engine = Engine()
+        engine._start_loop_services()
+        engine.publisher.cancel()  # nothing takes from the queue: Redis is stuck
+        for streak in range(2):
+            for n in range(3):
+                engine._publish_later("run_a", {"n": f"{streak}.{n}"})
+            assert engine.publish_queue.qsize() == 1
+            engine.publish_queue.get_nowait()  # Redis took what waited
+            engine.publish_queue.task_done()
+            engine._publish_later("run_a", {"n": f"{streak}.after"})  # room again: the streak ends
+            engine.publish_queue.get_nowait()
+            engine.publish_queue.task_done()
+        await engine._stop_loop_services()
+
+    asyncio.run(main())
+    assert [record.getMessage() for record in caplog.records].count("live publish backlog full") == 2
+
+
 @pytest.mark.django_db(transaction=False)
 def test_an_unknown_event_loop_fails_at_boot_naming_the_choices():
     done = settings_import(HARNESS_WORKER_EVENT_LOOP="tokio")
