@@ -115,10 +115,13 @@ def redis_url_with_timeouts(url: str, seconds: float) -> str:
     """`url` with socket timeouts for connecting and for each answer, which redis-py reads from
     the query string (for clients made from a URL alone: the run queue's, the channel layer's),
     unless the URL sets its own."""
-    parts = urllib.parse.urlsplit(url)
-    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
-    given = {name for name, _ in query}
-    for name in ("socket_connect_timeout", "socket_timeout"):
-        if name not in given:
-            query.append((name, f"{seconds:g}"))
-    return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
+    query = urllib.parse.urlsplit(url).query
+    given = {name for name, _ in urllib.parse.parse_qsl(query, keep_blank_values=True)}
+    added = [(name, f"{seconds:g}") for name in ("socket_connect_timeout", "socket_timeout") if name not in given]
+    if not added:
+        return url
+    # Appended to the URL as given: rebuilding it would change a unix:///path URL's form.
+    base, _, fragment = url.partition("#")
+    separator = "" if base.endswith(("?", "&")) else "&" if query else "?"
+    joined = f"{base}{separator}{urllib.parse.urlencode(added)}"
+    return f"{joined}#{fragment}" if fragment else joined

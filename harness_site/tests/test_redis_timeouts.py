@@ -28,3 +28,9 @@ def test_the_timeout_is_at_least_two_seconds():
     assert refused.returncode != 0 and "HARNESS_REDIS_TIMEOUT_SECONDS" in refused.stderr, refused.stderr
     accepted = settings_import(REDIS_URL="redis://127.0.0.1:6379/0", HARNESS_REDIS_TIMEOUT_SECONDS="2")
     assert accepted.returncode == 0, accepted.stderr
+
+
+def test_a_unix_socket_url_keeps_its_path():
+    parsed = parse_url(redis_url_with_timeouts("unix:///run/redis/redis.sock?db=2", 3))
+    assert parsed["path"] == "/run/redis/redis.sock" and parsed["db"] == 2
+    assert parsed["socket_timeout"] == 3.0 and parsed["socket_connect_timeout"] == 3.0
