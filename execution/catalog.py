@@ -254,6 +254,25 @@ def _output_capped(output: Any, cap: int) -> Any:
     return capped if isinstance(output, list) else capped[0]
 
 
+def tool_output_text(output: Any) -> str | None:
+    """A tool output item's output as the model reads it: a string as it is, structured parts'
+    texts (a shell tool's stdout and stderr) joined, an image or a file named by its type; None
+    for anything else."""
+    if isinstance(output, str):
+        return output
+    parts = output if isinstance(output, list) else [output]
+    if not parts or not all(isinstance(part, dict) for part in parts):
+        return None
+    texts: list[str] = []
+    for part in parts:
+        keys = _text_keys(part)
+        if keys:
+            texts.extend(part[key] for key in keys if part[key])
+        elif isinstance(part.get("type"), str):
+            texts.append(f"[{part['type']}]")
+    return "\n".join(texts) if texts else None
+
+
 def _text_keys(part: dict[str, Any]) -> list[str]:
     return [key for key in _TEXT_KEYS if isinstance(part.get(key), str)]
 

@@ -55,6 +55,7 @@ from execution.catalog import (
     catalog,
     mcp_servers,
     registry_version,
+    tool_output_text,
     tool_outputs_capped,
 )
 from execution.memory import RunMemory
@@ -187,16 +188,11 @@ def translate_event(event: Any, tool_names: dict[str, str]) -> events.EventSpec 
 
 
 def _output_text(raw: Any, output: Any) -> str:
-    """A tool output as the model reads it: the output item's text (structured parts joined,
-    an image or a file named by its type), else the tool's return value as a string."""
+    """A tool output as the model reads it (see tool_output_text), else the tool's return value
+    as a string."""
     sent = raw.get("output") if isinstance(raw, dict) else getattr(raw, "output", None)
-    if isinstance(sent, str):
-        return sent
-    if isinstance(sent, list) and all(isinstance(part, dict) for part in sent):
-        return "\n".join(
-            part["text"] if isinstance(part.get("text"), str) else f"[{part.get('type', 'part')}]" for part in sent
-        )
-    return str(output)
+    text = tool_output_text(sent)
+    return text if text is not None else str(output)
 
 
 class EventWriter:

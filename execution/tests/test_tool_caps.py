@@ -8,7 +8,7 @@ from agents import Agent
 from agents.run_config import CallModelData, ModelInputData
 from django.test import override_settings
 
-from execution.catalog import tool_outputs_capped
+from execution.catalog import tool_output_text, tool_outputs_capped
 
 CAP = 300
 AGENT = Agent(name="a")
@@ -93,3 +93,14 @@ def test_outputs_without_text_are_left_as_they_are():
         },
     ]
     assert all(after is before for after, before in zip(filtered(items), items, strict=True))
+
+
+def test_the_stored_text_of_a_tool_output_is_what_the_model_reads():
+    assert tool_output_text("plain") == "plain"
+    assert tool_output_text([{"type": "input_text", "text": "a"}, {"type": "input_image", "image_url": "u"}]) == (
+        "a\n[input_image]"
+    )
+    assert tool_output_text({"type": "text", "text": "m"}) == "m"
+    shell = [{"stdout": "out", "stderr": "err", "outcome": {"type": "exit", "exit_code": 1}}]
+    assert tool_output_text(shell) == "out\nerr"
+    assert tool_output_text(None) is None and tool_output_text([]) is None and tool_output_text([1, 2]) is None
