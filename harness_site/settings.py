@@ -434,7 +434,8 @@ if HARNESS_DASHBOARD_FAILURES > 100:
 REDIS_URL = env_secret("REDIS_URL")
 # How long any Redis client of the harness waits for a connection or an answer before it treats
 # Redis as unavailable, so a Redis that stops answering (stalled, or a network black hole) costs
-# a request or a publish this long, never for ever. More than the run queue's 1 s blocking read.
+# a request or a publish this long, never for ever. More than the run queue's 1 s blocking read
+# (and than any other blocking read the clients make: the pub/sub layer's reads set their own).
 HARNESS_REDIS_TIMEOUT_SECONDS = env_float("HARNESS_REDIS_TIMEOUT_SECONDS", 3, minimum=2)
 
 # --- Live streams ----------------------------------------------------------
