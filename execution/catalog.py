@@ -242,15 +242,11 @@ def _output_capped(output: Any, cap: int) -> Any:
             kept += len(take)
             changes[key] = take
         capped.append({**part, **changes})
-    # The marker goes on the last text kept, or is the text, if none was.
-    for position in range(len(capped) - 1, -1, -1):
-        part = capped[position]
-        keys = _text_keys(part) if isinstance(part, dict) else []
-        if keys:
-            capped[position] = {**part, keys[-1]: part[keys[-1]] + truncation_marker(total, kept)}
-            break
-    else:
-        capped.insert(0, {"type": "input_text", "text": truncation_marker(total, kept).lstrip()})
+    # The marker goes on the last text kept (the first always is: the cap leaves it room).
+    position = max(i for i, part in enumerate(capped) if isinstance(part, dict) and _text_keys(part))
+    part = capped[position]
+    key = _text_keys(part)[-1]
+    capped[position] = {**part, key: part[key] + truncation_marker(total, kept)}
     return capped if isinstance(output, list) else capped[0]
 
 
