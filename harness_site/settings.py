@@ -135,7 +135,20 @@ def _database(url: str) -> dict[str, Any]:
             "timeout": 30,
         }
     else:
-        config.setdefault("OPTIONS", {})
+        # libpq's own bounds, never sent to the server (so PgBouncer and Neon's pooler accept
+        # them); what the URL says itself wins. A server that does not answer a new connection
+        # fails it after the connect timeout instead of hanging the request, the worker's
+        # claim or `migrate`; one that stops acknowledging (a partition, a vanished host) fails
+        # the statement waiting on it after the TCP timeout, and keepalives find an idle or
+        # waiting connection whose peer is gone within about twice that, where the kernel's
+        # defaults take some fifteen minutes.
+        options = config.setdefault("OPTIONS", {})
+        options.setdefault("connect_timeout", DATABASE_CONNECT_TIMEOUT_SECONDS)
+        options.setdefault("tcp_user_timeout", DATABASE_TCP_TIMEOUT_SECONDS * 1000)
+        options.setdefault("keepalives", 1)
+        options.setdefault("keepalives_idle", DATABASE_TCP_TIMEOUT_SECONDS)
+        options.setdefault("keepalives_interval", max(1, DATABASE_TCP_TIMEOUT_SECONDS // 3))
+        options.setdefault("keepalives_count", 3)
         config["CONN_HEALTH_CHECKS"] = True
         if DATABASE_POOL_SIZE and not config.get("CONN_MAX_AGE"):
             # One pool per process bounds its connections: a request or a worker thread
@@ -158,6 +171,10 @@ def _database(url: str) -> dict[str, Any]:
 # worker processes + job processes, each times this, must stay under the server's limit.
 DATABASE_POOL_SIZE = env_int("DATABASE_POOL_SIZE", 8, minimum=0)
 DATABASE_POOL_TIMEOUT_SECONDS = env_float("DATABASE_POOL_TIMEOUT_SECONDS", 5, minimum=0.1)
+# Seconds a new Postgres connection may take (libpq counts whole seconds, at least 2).
+DATABASE_CONNECT_TIMEOUT_SECONDS = env_int("DATABASE_CONNECT_TIMEOUT_SECONDS", 10, minimum=2)
+# Seconds a Postgres server may leave sent data unacknowledged before the connection fails.
+DATABASE_TCP_TIMEOUT_SECONDS = env_int("DATABASE_TCP_TIMEOUT_SECONDS", 30, minimum=1)
 # What a 503 from an unreachable or exhausted database tells clients to wait.
 HARNESS_RETRY_AFTER_SECONDS = env_int("HARNESS_RETRY_AFTER_SECONDS", 2, minimum=1)
 # How long an Idempotency-Key on POST /api/runs is remembered, per principal.

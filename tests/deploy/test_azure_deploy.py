@@ -884,12 +884,21 @@ def test_render_names_missing_values_and_refuses_to_overwrite(tmp_path: Path) ->
 
 def test_render_passes_plain_settings_through_but_never_a_credential(tmp_path: Path) -> None:
     template = "env:\n  - {name: HARNESS_MODEL, value: ${HARNESS_MODEL}}\n  #@passthrough\n"
-    env = {"HARNESS_MODEL": "m", "HARNESS_WORKERS": "2", "HARNESS_MAX_STREAMS_PER_KEY": "20", "OTHER": "x"}
+    env = {
+        "HARNESS_MODEL": "m",
+        "HARNESS_WORKERS": "2",
+        "HARNESS_MAX_STREAMS_PER_KEY": "20",
+        "DATABASE_TCP_TIMEOUT_SECONDS": "20",
+        "DATABASE_CONNECT_TIMEOUT_SECONDS": "5",
+        "OTHER": "x",
+    }
     result = render(tmp_path, template, env)
     assert result.returncode == 0, result.stderr
     assert yaml.safe_load((tmp_path / "out.yaml").read_text()) == {
         "env": [
             {"name": "HARNESS_MODEL", "value": "m"},
+            {"name": "DATABASE_CONNECT_TIMEOUT_SECONDS", "value": "5"},
+            {"name": "DATABASE_TCP_TIMEOUT_SECONDS", "value": "20"},
             {"name": "HARNESS_MAX_STREAMS_PER_KEY", "value": "20"},
             {"name": "HARNESS_WORKERS", "value": "2"},
         ]
