@@ -298,3 +298,45 @@ def test_a_stream_of_a_run_already_subscribed_starts_at_once(redis_layer, silent
         return took
 
     assert asyncio.run(main()) < 0.5
+
+
+def test_a_subscribe_wait_of_zero_starts_streams_at_once_and_still_subscribes(redis_layer, silent_redis):
+    """HARNESS_STREAM_SUBSCRIBE_WAIT_SECONDS=0: a new stream waits for nothing, even on a Redis
+    that never answers (it relies on the log for what is published before its run is
+    subscribed); on a Redis that answers, the subscription still follows and live batches
+    reach the stream."""
+    redis_layer.HARNESS_STREAM_SUBSCRIBE_WAIT_SECONDS = 0
+    real_redis = redis_layer.REDIS_URL
+
+    async def on_silent_redis() -> float:
+        follower = live_follower()
+        assert follower is not None
+        started = time.monotonic()
+        inbox = await follower.subscribe(new_run_id())
+        took = time.monotonic() - started
+        assert await inbox.get(0.05) is None
+        return took
+
+    redis_layer.REDIS_URL, held = silent_redis
+    assert asyncio.run(on_silent_redis()) < 0.1
+    assert held, "the follower never connected"
+
+    async def on_redis() -> None:
+        follower = live_follower()
+        assert follower is not None
+        run_id = new_run_id()
+        inbox = await follower.subscribe(run_id)
+        await settled(lambda: follower.runs[follower.channel(run_id)].confirmed.is_set())
+        assert subscribers(follower, run_id) == 1
+        publisher = BatchPublisher.for_layer()
+        assert publisher is not None
+        try:
+            await publisher.send([(run_id, {"type": "run.events", "events": [{"seq": 1}]})])
+            assert await inbox.get(5) == [{"seq": 1}]
+        finally:
+            await publisher.close()
+        follower.unsubscribe(run_id, inbox)
+        await settled(lambda: not follower.subscribed)
+
+    redis_layer.REDIS_URL = real_redis
+    asyncio.run(on_redis())
