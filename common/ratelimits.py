@@ -270,17 +270,17 @@ async def stream_slot_take(*, key_id: str | None) -> StreamSlot:
     return StreamSlot(store, key_id, member)
 
 
-class SlotHeld:
+class SlotHeld[T]:
     """An SSE body that holds `slot` while it is sent and gives it back when it ends, and also
     when the response is closed before its body ever started (Django calls `close`)."""
 
-    def __init__(self, body: AsyncIterator[str], slot: StreamSlot) -> None:
+    def __init__(self, body: AsyncIterator[T], slot: StreamSlot) -> None:
         self.body, self.slot = body, slot
 
-    def __aiter__(self) -> AsyncIterator[str]:
+    def __aiter__(self) -> AsyncIterator[T]:
         return self._iterate()
 
-    async def _iterate(self) -> AsyncIterator[str]:
+    async def _iterate(self) -> AsyncIterator[T]:
         try:
             async for chunk in self.body:
                 yield chunk

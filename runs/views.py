@@ -75,18 +75,19 @@ async def run_events_sse(request: HttpRequest, run_id: str) -> HttpResponse | St
     return sse_response(run_id, after, slot)
 
 
-async def sse_body(run_id: str, after: int) -> AsyncIterator[str]:
-    """The run's events after `after` in the text/event-stream format, to its final event."""
-    yield "retry: 1000\n\n"
+async def sse_body(run_id: str, after: int) -> AsyncIterator[bytes]:
+    """The run's events after `after` in the text/event-stream format (UTF-8), to its final event.
+    Bytes, so the response passes each chunk on as it is instead of looking up its charset."""
+    yield b"retry: 1000\n\n"
     # A batch of events (a page of the log, a committed batch) goes out as one write.
     async for batch in run_event_batches(run_id, after):
         if batch is None:
-            yield ": keepalive\n\n"
+            yield b": keepalive\n\n"
             continue
         yield "".join(
             f"id: {event['seq']}\nevent: {event['type']}\ndata: {json.dumps(event, cls=DjangoJSONEncoder)}\n\n"
             for event in batch
-        )
+        ).encode()
 
 
 def sse_response(run_id: str, after: int, slot: StreamSlot) -> StreamingHttpResponse:
