@@ -3,16 +3,24 @@
 It gets its own database (a temporary SQLite file, or a fresh Postgres database
 on the server DATABASE_URL points at), a free loopback port, and is stopped the
 way an operator stops it: SIGINT to its process group, as Ctrl-C does.
+
+Its database starts as a copy of a schema migrated once per test session (`MigratedSchema`),
+then its own `migrate` runs: nothing is left to apply, and what `migrate` does after
+migrating (roles, scheduled jobs, the starter dataset, the agents its workers publish) runs
+with its own environment, as on a fresh database.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -30,10 +38,22 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-class PostgresDatabase:
-    """A throw-away database on the Postgres server the suite is pointed at."""
+def base_environment() -> dict[str, str]:
+    """This process's environment without anything that configures the harness."""
+    return {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(
+            ("OPENAI_", "HARNESS_", "DJANGO_", "REDIS_", "DATABASE_", "E2B_", "SANDBOX_", "OTEL_", "PHOENIX_")
+        )
+    }
 
-    def __init__(self) -> None:
+
+class PostgresDatabase:
+    """A throw-away database on the Postgres server the suite is pointed at (a copy of
+    `template` when given)."""
+
+    def __init__(self, template: str | None = None) -> None:
         import psycopg
 
         db = settings.DATABASES["default"]
@@ -42,7 +62,7 @@ class PostgresDatabase:
         if db.get("PASSWORD"):
             self.admin_dsn += f" password={db['PASSWORD']}"
         with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{self.name}"')
+            conn.execute(f'CREATE DATABASE "{self.name}"' + (f' TEMPLATE "{template}"' if template else ""))
         auth = f"{db['USER']}:{db['PASSWORD']}@" if db.get("PASSWORD") else f"{db['USER']}@"
         self.url = f"postgres://{auth}{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{self.name}"
 
@@ -53,19 +73,65 @@ class PostgresDatabase:
             conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
 
 
+class MigratedSchema:
+    """Every migration applied once per test session, for harnesses to copy: a SQLite file, or
+    a Postgres database used as a template. Removed when the session ends."""
+
+    _made: MigratedSchema | None = None
+
+    def __init__(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="harness-schema-"))
+        self.postgres = PostgresDatabase() if POSTGRES else None
+        self.sqlite = self.dir / "schema.sqlite3"
+        env = {
+            **base_environment(),
+            "HARNESS_IGNORE_ENV_FILE": "1",
+            "DEBUG": "false",
+            "SECRET_KEY": "integration-secret-key-0123456789abcdef",
+            "HARNESS_VAR_DIR": str(self.dir),
+            "DATABASE_URL": self.postgres.url if self.postgres else f"sqlite:///{self.sqlite}",
+        }
+        atexit.register(self.remove)
+        subprocess.run(  # noqa: S603
+            [sys.executable, "manage.py", "migrate", "--noinput"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=300,
+        )
+
+    @classmethod
+    def get(cls) -> MigratedSchema:
+        if cls._made is None:
+            cls._made = cls()
+        return cls._made
+
+    def copy_to(self, workdir: Path) -> PostgresDatabase | None:
+        """A new database with the schema: the Postgres database made, or None for the SQLite
+        file it wrote as workdir/harness.sqlite3."""
+        if self.postgres is not None:
+            return PostgresDatabase(template=self.postgres.name)
+        shutil.copyfile(self.sqlite, workdir / "harness.sqlite3")
+        return None
+
+    def remove(self) -> None:
+        if self.postgres is not None:
+            self.postgres.drop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+POSTGRES = settings.DATABASES["default"]["ENGINE"].endswith("postgresql")
+
+
 class Harness:
     def __init__(self, workdir: Path, **env: str) -> None:
         self.workdir = workdir
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
-        self.postgres = PostgresDatabase() if settings.DATABASES["default"]["ENGINE"].endswith("postgresql") else None
-        self.env = {
-            key: value
-            for key, value in os.environ.items()
-            if not key.startswith(
-                ("OPENAI_", "HARNESS_", "DJANGO_", "REDIS_", "DATABASE_", "E2B_", "SANDBOX_", "OTEL_", "PHOENIX_")
-            )
-        }
+        self.postgres = MigratedSchema.get().copy_to(workdir)
+        self.env = base_environment()
         self.env.update(
             {
                 "HARNESS_IGNORE_ENV_FILE": "1",

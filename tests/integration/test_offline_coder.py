@@ -11,7 +11,7 @@ import pytest
 
 from tests.integration.harness import Harness
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.one_database]
 
 
 def test_a_block_longer_than_the_yield_time_finishes_before_the_next_starts(tmp_path):

@@ -19,7 +19,7 @@ import pytest
 from tests.integration.harness import ROOT, Harness
 from tests.integration.servers import RedisServer
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.one_database]
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import pytest
 
 from tests.integration.harness import Harness
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.one_database]
 
 CANARY = "sk-canary" + uuid.uuid4().hex
 

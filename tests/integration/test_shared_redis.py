@@ -10,7 +10,7 @@ import redis
 from conftest import redis_reachable
 from tests.integration.harness import Harness
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.one_database]
 
 REDIS_URL = "redis://127.0.0.1:6379/5"
 RUNS = 8

@@ -21,7 +21,7 @@ import pytest
 from tests.integration.harness import Harness
 from tests.integration.test_streams import assert_complete, redis_reachable, start_run, ws_read, ws_url
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.one_database]
 
 PING_SECONDS, PING_TIMEOUT_SECONDS = 1, 2
 

@@ -24,7 +24,7 @@ from tests.integration.harness import Harness
 from tests.integration.test_stream_clients import daphne_process
 from tests.integration.test_streams import FINAL, assert_complete, db_log, start_run
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.one_database]
 
 QUEUED_RUN = (
     "from django.contrib.auth.models import User\n"
