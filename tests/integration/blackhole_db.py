@@ -29,9 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-
-def postgres_bin(name: str) -> str:
-    return str(sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"), key=lambda p: int(p.parts[-3]))[-1])
+from tests.integration.pgbin import postgres_bin  # noqa: E402
 
 
 def lo(state: str) -> None:

@@ -30,6 +30,7 @@ import httpx
 from django.conf import settings
 
 ROOT = Path(settings.BASE_DIR)
+POSTGRES = settings.DATABASES["default"]["ENGINE"].endswith("postgresql")
 
 
 def free_port() -> int:
@@ -120,9 +121,6 @@ class MigratedSchema:
         if self.postgres is not None:
             self.postgres.drop()
         shutil.rmtree(self.dir, ignore_errors=True)
-
-
-POSTGRES = settings.DATABASES["default"]["ENGINE"].endswith("postgresql")
 
 
 class Harness:

@@ -18,16 +18,9 @@ import time
 from pathlib import Path
 
 from tests.integration.harness import free_port
+from tests.integration.pgbin import postgres_bin
 
-PG_BIN = Path("/usr/lib/postgresql")
 ROLE, PASSWORD, DATABASE = "harness_app", "pooled-Pa55word-0d1e", "harness"
-
-
-def postgres_bin(name: str) -> str:
-    versions = sorted(PG_BIN.glob("*/bin"), key=lambda path: int(path.parent.name))
-    if not versions:
-        raise FileNotFoundError("no Postgres server binaries under /usr/lib/postgresql")
-    return str(versions[-1] / name)
 
 
 def available() -> str | None:

@@ -137,16 +137,18 @@ def blackhole(timeout: float, *args: str, **variables: str) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def network_namespaces_unavailable() -> str | None:
+@pytest.fixture(scope="module")
+def network_namespace() -> None:
+    """Skips unless this host can run the trial: root, a private Postgres, a network namespace."""
     if why := private_postgres_unavailable():
-        return why
+        pytest.skip(why)
     if shutil.which("unshare") is None or shutil.which("ip") is None:
-        return "needs unshare and ip (util-linux, iproute2)"
+        pytest.skip("needs unshare and ip (util-linux, iproute2)")
     probe = subprocess.run(["unshare", "-n", "ip", "link", "set", "lo", "up"], capture_output=True, check=False)  # noqa: S607
-    return None if probe.returncode == 0 else "cannot make a network namespace here"
+    if probe.returncode != 0:
+        pytest.skip("cannot make a network namespace here")
 
 
-@pytest.mark.skipif(network_namespaces_unavailable() is not None, reason=str(network_namespaces_unavailable()))
 @pytest.mark.parametrize("pool_size", ["0", "2"])
 def test_a_vanished_host_fails_statements_within_the_tcp_timeout(pool_size):
     results = blackhole(120, DATABASE_TCP_TIMEOUT_SECONDS="2", DATABASE_POOL_SIZE=pool_size)
@@ -157,8 +159,7 @@ def test_a_vanished_host_fails_statements_within_the_tcp_timeout(pool_size):
     assert results["waiting_for_an_answer"] is not None and results["waiting_for_an_answer"] < 8, results
 
 
-@pytest.mark.skipif(network_namespaces_unavailable() is not None, reason=str(network_namespaces_unavailable()))
-def test_without_the_bounds_a_vanished_host_holds_the_statement():
+def test_without_the_bounds_a_vanished_host_holds_the_statement(network_namespace):
     # What the bounds are for: the same trial with the URL switching them off is still waiting
     # when the trial gives up on it (the kernel would retry for some fifteen minutes).
     results = blackhole(
