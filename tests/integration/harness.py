@@ -39,15 +39,26 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def base_environment() -> dict[str, str]:
-    """This process's environment without anything that configures the harness."""
-    return {
+def harness_environment(var_dir: Path, database_url: str) -> dict[str, str]:
+    """This process's environment without anything that configures the harness, plus what every
+    harness process of the tests runs with."""
+    env = {
         key: value
         for key, value in os.environ.items()
         if not key.startswith(
             ("OPENAI_", "HARNESS_", "DJANGO_", "REDIS_", "DATABASE_", "E2B_", "SANDBOX_", "OTEL_", "PHOENIX_")
         )
     }
+    env.update(
+        {
+            "HARNESS_IGNORE_ENV_FILE": "1",
+            "DEBUG": "false",
+            "SECRET_KEY": "integration-secret-key-0123456789abcdef",
+            "HARNESS_VAR_DIR": str(var_dir),
+            "DATABASE_URL": database_url,
+        }
+    )
+    return env
 
 
 class PostgresDatabase:
@@ -84,14 +95,7 @@ class MigratedSchema:
         self.dir = Path(tempfile.mkdtemp(prefix="harness-schema-"))
         self.postgres = PostgresDatabase() if POSTGRES else None
         self.sqlite = self.dir / "schema.sqlite3"
-        env = {
-            **base_environment(),
-            "HARNESS_IGNORE_ENV_FILE": "1",
-            "DEBUG": "false",
-            "SECRET_KEY": "integration-secret-key-0123456789abcdef",
-            "HARNESS_VAR_DIR": str(self.dir),
-            "DATABASE_URL": self.postgres.url if self.postgres else f"sqlite:///{self.sqlite}",
-        }
+        env = harness_environment(self.dir, self.postgres.url if self.postgres else f"sqlite:///{self.sqlite}")
         atexit.register(self.remove)
         subprocess.run(  # noqa: S603
             [sys.executable, "manage.py", "migrate", "--noinput"],
@@ -129,14 +133,11 @@ class Harness:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.postgres = MigratedSchema.get().copy_to(workdir)
-        self.env = base_environment()
+        self.env = harness_environment(
+            workdir, self.postgres.url if self.postgres else f"sqlite:///{workdir / 'harness.sqlite3'}"
+        )
         self.env.update(
             {
-                "HARNESS_IGNORE_ENV_FILE": "1",
-                "DEBUG": "false",
-                "SECRET_KEY": "integration-secret-key-0123456789abcdef",
-                "HARNESS_VAR_DIR": str(workdir),
-                "DATABASE_URL": self.postgres.url if self.postgres else f"sqlite:///{workdir / 'harness.sqlite3'}",
                 "HARNESS_WORKERS": "1",
                 "PYTHONUNBUFFERED": "1",
                 # Tests poll one key hard (wait_for); the limits are tested where they are set.
