@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
 import logging
 import os
 import shutil
@@ -195,7 +196,14 @@ def workspace_unmount(workspace: Path) -> int:
     for _ in range(16):
         if not mounts_at(workspace):
             return removed
-        _umount2(workspace)
+        try:
+            _umount2(workspace)
+        except OSError as exc:
+            # Another cleanup of the same workspace (the worker closing its sandbox while an
+            # operator or the reaper destroys it) detached it, or removed the directory, first.
+            if exc.errno in (errno.EINVAL, errno.ENOENT) and not mounts_at(workspace):
+                return removed
+            raise
         removed += 1
     if mounts_at(workspace):
         raise OSError(f"{workspace} is still mounted after {removed} unmounts")

@@ -147,6 +147,57 @@ def test_cleanup_cannot_be_held_up_by_open_files_or_processes(scratch_root):
         holder.kill()
 
 
+def destroy_twice_at_once(workspace: Path) -> list[object]:
+    """workspace_destroy from two threads released together: what each returned or raised."""
+    import threading
+
+    start = threading.Barrier(2)
+    outcomes: list[object] = []
+
+    def destroy() -> None:
+        start.wait()
+        try:
+            outcomes.append(workspace_destroy(workspace))
+        except Exception as exc:
+            outcomes.append(exc)
+
+    threads = [threading.Thread(target=destroy) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    return outcomes
+
+
+@ROOT_ONLY
+def test_two_cleanups_of_one_workspace_at_once_both_succeed(scratch_root):
+    """The worker closing its sandbox while an operator (or the reaper) destroys it: whichever
+    detaches the filesystem first, the other finds it gone and succeeds too."""
+    for attempt in range(10):
+        workspace = scratch_root / f"ws{attempt}"
+        workspace.mkdir()
+        assert quota.workspace_mount(workspace, size_mb=16, owner_uid=None)["enforced"]
+        (workspace / "file").write_text("x")
+        outcomes = destroy_twice_at_once(workspace)
+        assert len(outcomes) == 2 and all(isinstance(outcome, dict) for outcome in outcomes), outcomes
+        assert sum(outcome.get("unmounted", 0) for outcome in outcomes) >= 1  # type: ignore[attr-defined]
+        assert not workspace.exists() and quota.mounts_at(workspace) == 0
+
+
+def test_a_failed_unmount_still_raises_when_the_mount_stays(monkeypatch, tmp_path):
+    """Only an unmount someone else did is forgiven: a mount that stays is an error."""
+    import errno
+
+    monkeypatch.setattr(quota, "mounts_at", lambda path: 1)
+
+    def refuse(path: Path) -> None:
+        raise OSError(errno.EINVAL, "umount2: Invalid argument")
+
+    monkeypatch.setattr(quota, "_umount2", refuse)
+    with pytest.raises(OSError, match="Invalid argument"):
+        quota.workspace_unmount(tmp_path)
+
+
 def run_as(argv_prefix: list[str], code: str, module_dir: Path) -> str:
     """Run `code` with the system's python3 (readable by any uid) and a copy of sandboxes/quota.py."""
     done = subprocess.run(
