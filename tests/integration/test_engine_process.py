@@ -13,14 +13,10 @@ from typing import Any
 import httpx
 import psutil
 import pytest
-from django.conf import settings
 
-from tests.integration.harness import ROOT, Harness
+from tests.integration.harness import POSTGRES, ROOT, Harness
 
 pytestmark = pytest.mark.integration
-
-POSTGRES = settings.DATABASES["default"]["ENGINE"].endswith("postgresql")
-
 
 def engine_processes(harness: Harness) -> list[psutil.Process]:
     assert harness.process is not None
