@@ -131,7 +131,8 @@ def _role(cmdline: list[str]) -> str | None:
         ("daphne", "web"),
         ("runharness", "runharness"),
         ("runengine", "engine"),  # a run engine process (many runs on one event loop)
-        ("qcluster", "jobs"),  # django-q2's cluster (scheduled jobs, or runs in older trees)
+        ("runjobs", "jobs"),  # the scheduled-jobs cluster (django-q2)
+        ("qcluster", "jobs"),  # the same in older trees (and runs, in the oldest)
         ("runworker", "worker"),
     ):
         if marker in text:

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import httpx
 import psutil
 import pytest
 
 from runs.tests.fake_openai import FakeOpenAI
-from tests.integration.harness import Harness
+from tests.integration.harness import ROOT, Harness
 from tests.integration.test_stream_clients import daphne_process
 
 pytestmark = pytest.mark.integration
@@ -183,7 +188,7 @@ def test_ctrl_c_stops_web_and_worker(tmp_path):
     h = Harness(tmp_path).start()
     try:
         children = psutil.Process(h.process.pid).children(recursive=True)
-        assert len(children) >= 4  # daphne, qcluster and its worker processes
+        assert len(children) >= 4  # daphne, the run engine, the jobs cluster and its processes
         assert h.stop() == 0
         gone, alive = psutil.wait_procs(children, timeout=10)
         assert alive == []
@@ -191,6 +196,75 @@ def test_ctrl_c_stops_web_and_worker(tmp_path):
             httpx.get(f"{h.base_url}/health", timeout=1)
     finally:
         h.close()
+
+
+def jobs_cluster_stops(harness: Harness, command: str, log: Path) -> float | None:
+    """Start `manage.py COMMAND` (the jobs cluster) in a process group of its own, then do what
+    Ctrl-C under `make run` does to it: SIGINT to the group, then its supervisor's SIGTERM
+    straight after. Seconds until the group is empty, or None if it was not within 15 s."""
+    with log.open("wb") as out:
+        process = subprocess.Popen(  # noqa: S603
+            [sys.executable, "manage.py", command],
+            cwd=ROOT,
+            env=harness.env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while "running." not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "running." in log.read_text(), log.read_text()
+        os.killpg(process.pid, signal.SIGINT)
+        time.sleep(0.001)
+        os.kill(process.pid, signal.SIGTERM)
+        sent = time.monotonic()
+        while time.monotonic() - sent < 15:
+            if process.poll() is not None and not group_members(process.pid):
+                return time.monotonic() - sent
+            time.sleep(0.05)
+        return None
+    finally:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        process.wait(10)
+
+
+def group_members(group: int) -> list[int]:
+    members = []
+    for proc in psutil.process_iter():
+        try:
+            if os.getpgid(proc.pid) == group and proc.status() != psutil.STATUS_ZOMBIE:
+                members.append(proc.pid)
+        except (ProcessLookupError, psutil.NoSuchProcess):
+            pass
+    return members
+
+
+@pytest.mark.one_database
+def test_the_jobs_cluster_stops_once_however_many_stop_signals_arrive(tmp_path):
+    """Ctrl-C reaches every process of the terminal's group, and runworker then sends SIGTERM:
+    two signals a moment apart. django-q2's own qcluster, stopping from inside its handler, can
+    hang on the second and leave its processes behind (a third of the time on a busy machine,
+    as two spinning processes make this one); runjobs stops once, and leaves nothing."""
+    harness = Harness(tmp_path)
+    spinning = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"])  # noqa: S603
+        for _ in range(2)
+    ]
+    try:
+        for attempt in range(10):
+            log = tmp_path / f"jobs-{attempt}.log"
+            took = jobs_cluster_stops(harness, "runjobs", log)
+            assert took is not None and took < 10, log.read_text()
+            assert "has stopped" in log.read_text()
+    finally:
+        for spinner in spinning:
+            spinner.kill()
+            spinner.wait()
 
 
 def test_a_crashed_worker_leaves_no_zombie_run(tmp_path):

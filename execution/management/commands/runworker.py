@@ -29,7 +29,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         commands = {f"engine-{n}": "runengine" for n in range(1, settings.HARNESS_WORKERS + 1)}
-        commands["jobs"] = "qcluster"
+        commands["jobs"] = "runjobs"
         children = {name: self._start(command) for name, command in commands.items()}
         signals = StopSignals()
         while not signals.requested:

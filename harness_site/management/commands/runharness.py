@@ -20,7 +20,7 @@ from common.processes import StopSignals, stop_children
 
 
 class Command(BaseCommand):
-    help = "Run the web server (daphne) and the background worker (django-q2 qcluster) together."
+    help = "Run the web server (daphne) and the background worker (the run engine and the django-q2 jobs cluster) together."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
