@@ -18,6 +18,7 @@ from tests.integration.harness import POSTGRES, ROOT, Harness
 
 pytestmark = pytest.mark.integration
 
+
 def engine_processes(harness: Harness) -> list[psutil.Process]:
     assert harness.process is not None
     tree = psutil.Process(harness.process.pid).children(recursive=True)
