@@ -151,7 +151,7 @@ def network_namespace() -> None:
 
 
 @pytest.mark.parametrize("pool_size", ["0", "2"])
-def test_a_vanished_host_fails_statements_within_the_tcp_timeout(pool_size):
+def test_a_vanished_host_fails_statements_within_the_tcp_timeout(network_namespace, pool_size):
     results = blackhole(120, DATABASE_TCP_TIMEOUT_SECONDS="2", DATABASE_POOL_SIZE=pool_size)
     # Sent into the void: the kernel gives up once the data has waited 2 s unacknowledged.
     assert results["sent_into_the_void"] is not None and results["sent_into_the_void"] < 5, results
