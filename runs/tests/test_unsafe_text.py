@@ -118,6 +118,21 @@ def test_safe_text_replaces_nul_and_lone_surrogates_only():
     assert "surrogate" in (text_problem(LONE) or "")
 
 
+def test_safe_data_leaves_a_clean_document_as_it_is_and_mends_every_unsafe_string():
+    from datetime import UTC, datetime
+
+    clean = {"text": "plain ✓", "list": [1, 2.5, None, True, {"deep": ["x"]}]}
+    assert safe_data(clean) is clean  # nothing to replace: no copy made
+    escaped = {"text": "the six characters \\u0000"}  # looks like an escaped NUL: walked, and kept
+    assert safe_data(escaped) == escaped
+    when = datetime(2026, 1, 2, tzinfo=UTC)  # not JSON: the document is walked
+    assert safe_data({"at": when, "v": f"a{NUL}"}) == {"at": when, "v": f"a{REPLACEMENT}"}
+    assert safe_data({"at": when}) == {"at": when}
+    assert safe_data(("t", [{f"k{LONE}": (f"{NUL}",)}])) == ["t", [{f"k{REPLACEMENT}": [REPLACEMENT]}]]
+    assert safe_data({1: f"x{NUL}", "n": 3}) == {1: f"x{REPLACEMENT}", "n": 3}
+    assert safe_data(7) == 7 and safe_data(None) is None
+
+
 @pytest.mark.skipif(not POSTGRES, reason="Postgres's own refusal of NUL")
 def test_postgres_really_refuses_nul_so_the_harness_must_not_send_it():
     with pytest.raises((ValueError, DataError), match="NUL"), connection.cursor() as cursor:
