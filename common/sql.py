@@ -1,14 +1,21 @@
 """Multi-row INSERTs without the ORM's per-statement compiling, for the hot write paths.
 
-Values go through each field's own `get_db_prep_save`, exactly as the ORM would send
-them, so the rows are the same on SQLite and Postgres; only the SQL is built here
-(and cached per table, columns and row count).
+The rows stored are the ones the ORM would store, on SQLite and Postgres. On SQLite the
+values go through each field's own `get_db_prep_save`, as the ORM sends them; on Postgres
+the rows go as one JSON parameter, the values the fields would store unchanged as they are
+(see `_json_value`). The SQL is built here, once per table and columns (and row count).
 """
 
 from __future__ import annotations
 
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from decimal import Decimal
 from functools import cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.db import connection, models
 
@@ -28,10 +35,164 @@ def insert_rows(model: type[models.Model], rows: list[dict[str, Any]], *, ignore
     if not rows:
         return
     names = tuple(rows[0])
+    if connection.vendor == "postgresql":
+        shape = _json_shape(model, names, ignore_conflicts)
+        try:
+            payload = _json_rows(shape, rows)
+        except (TypeError, ValueError):
+            pass  # a value JSON does not carry as the field would store it: the fields' own way
+        else:
+            waiting = getattr(_together, "statements", None)
+            if waiting is not None:
+                waiting.append((shape.sql, payload))
+            else:
+                _execute_together([(shape.sql, payload)])
+            return
+        _flush_together()  # what was made before this one goes first
     fields = [model._meta.get_field(name) for name in names]
     params = [field.get_db_prep_save(row[field.name], connection) for row in rows for field in fields]  # type: ignore[union-attr]
     with connection.cursor() as cursor:
         cursor.execute(_insert_sql(model, names, len(rows), ignore_conflicts), params)
+
+
+_together = threading.local()
+
+
+@contextmanager
+def inserts_together() -> Iterator[None]:
+    """The INSERTs `insert_rows` (and `insert_object`) make in the block reach Postgres as one
+    statement when it ends, each a data-modifying WITH of it: one round trip, and one statement
+    to send and run, for the rows of several tables. For consecutive writes only: a read in the
+    block does not see them yet, nor does anything fail until the block ends (a foreign key is
+    checked at commit, Django's are deferred). On SQLite each INSERT is made at once."""
+    if connection.vendor != "postgresql" or getattr(_together, "statements", None) is not None:
+        yield
+        return
+    _together.statements = []
+    try:
+        yield  # a block that raises makes none of them: its transaction is being rolled back
+        _flush_together()
+    finally:
+        _together.statements = None
+
+
+def with_waiting(sql: str, params: list[Any]) -> tuple[str, list[Any]]:
+    """`sql` (a SELECT, UPDATE or INSERT of its own, no WITH) and its parameters, preceded by
+    the INSERTs waiting in this thread's `inserts_together` block, which it then makes: one
+    statement for all. It does not see their rows (one statement reads one snapshot)."""
+    waiting = getattr(_together, "statements", None)
+    if not waiting:
+        return sql, params
+    statements = list(waiting)
+    waiting.clear()
+    withs = ", ".join(f"w{n} AS ({insert})" for n, (insert, _) in enumerate(statements))
+    return f"WITH {withs} {sql}", [*(payload for _, payload in statements), *params]
+
+
+def _flush_together() -> None:
+    waiting = getattr(_together, "statements", None)
+    if waiting:
+        _execute_together(list(waiting))
+        waiting.clear()
+
+
+def _execute_together(statements: list[tuple[str, str]]) -> None:
+    *first, (last, payload) = statements
+    with connection.cursor() as cursor:
+        if first:
+            withs = ", ".join(f"w{n} AS ({insert})" for n, (insert, _) in enumerate(first))
+            cursor.execute(f"WITH {withs} {last}", [*(waiting for _, waiting in first), payload])
+        else:
+            cursor.execute(last, [payload])
+
+
+# On Postgres the rows travel as one JSON document that the server unpacks (json_to_recordset,
+# a scan of the array that inserts the rows in its order, as a multi-row VALUES does): one
+# parameter to convert instead of one per value (psycopg quotes each in Python), and no trip
+# through the fields' adapters for plain values. A value is sent as it is only where the field
+# would store it unchanged; anything else goes through the field's own `get_db_prep_save`
+# first, and what JSON cannot carry then (a NaN, a field's own type) sends the whole INSERT
+# the fields' way instead.
+_JSON, _TEXT, _INT, _FLOAT, _BOOL, _TIME, _OTHER = range(7)
+_KINDS: dict[type[models.Field[Any, Any]], int] = {
+    models.CharField: _TEXT,
+    models.TextField: _TEXT,
+    **{
+        cls: _INT
+        for cls in (
+            models.IntegerField,
+            models.BigIntegerField,
+            models.SmallIntegerField,
+            models.PositiveIntegerField,
+            models.PositiveBigIntegerField,
+            models.PositiveSmallIntegerField,
+            models.AutoField,
+            models.BigAutoField,
+            models.SmallAutoField,
+        )
+    },
+    models.FloatField: _FLOAT,
+    models.BooleanField: _BOOL,
+    models.DateTimeField: _TIME,
+}
+_SENT_AS_IS: dict[int, tuple[type, ...]] = {_TEXT: (str,), _INT: (int,), _FLOAT: (int, float), _BOOL: (bool,)}
+
+
+class _JsonShape(NamedTuple):
+    sql: str
+    fields: list[tuple[str, Any, int]]  # column, field, kind
+
+
+def _kind(field: Any) -> int:
+    if isinstance(field, models.JSONField):
+        return _JSON if field.encoder is None else _OTHER  # as Django's own json.dumps writes it
+    return _KINDS.get(type(field.target_field if field.is_relation else field), _OTHER)
+
+
+@cache
+def _json_shape(model: type[models.Model], names: tuple[str, ...], ignore_conflicts: bool) -> _JsonShape:
+    quote = connection.ops.quote_name
+    fields = [model._meta.get_field(name) for name in names]
+    columns = [quote(str(field.column)) for field in fields]  # type: ignore[union-attr]
+    # Each value is read as its column's type: one too long for a varchar(n) is refused, as
+    # the ORM's INSERT refuses it.
+    types = ", ".join(
+        f"{column} {field.db_type(connection)}"  # type: ignore[union-attr]
+        for column, field in zip(columns, fields, strict=True)
+    )
+    listed = ", ".join(columns)
+    sql = (
+        f"INSERT INTO {quote(model._meta.db_table)} ({listed}) SELECT {listed} "  # noqa: S608 (names are ours)
+        f"FROM json_to_recordset(%s::json) AS x({types})" + (" ON CONFLICT DO NOTHING" if ignore_conflicts else "")
+    )
+    return _JsonShape(sql, [(str(field.column), field, _kind(field)) for field in fields])  # type: ignore[union-attr]
+
+
+def _json_rows(shape: _JsonShape, rows: list[dict[str, Any]]) -> str:
+    return json.dumps(
+        [{column: _json_value(field, kind, row[field.name]) for column, field, kind in shape.fields} for row in rows],
+        ensure_ascii=False,
+        separators=(",", ":"),
+        allow_nan=False,
+    )
+
+
+def _json_value(field: Any, kind: int, value: Any) -> Any:
+    """`value` as the JSON the server casts to what the field would have stored."""
+    if value is None or kind == _JSON:
+        return value  # None: SQL NULL (a JSON null comes out of the record as NULL too)
+    if type(value) in _SENT_AS_IS.get(kind, ()) or (kind == _TEXT and isinstance(value, str)):
+        return value  # (a str subclass, such as a TextChoices member, is written as its text)
+    if kind == _TIME and type(value) is datetime and value.tzinfo is not None:
+        return value.isoformat()
+    prepared = field.get_db_prep_save(value, connection)
+    if prepared is None or type(prepared) in (str, int, float, bool):
+        return prepared
+    if isinstance(prepared, datetime) and prepared.tzinfo is not None:
+        return prepared.isoformat()
+    if isinstance(prepared, Decimal) and prepared.is_finite():
+        return str(prepared)
+    raise TypeError(f"{type(prepared).__name__} is not sent as JSON")
 
 
 def insert_object[M: models.Model](obj: M) -> M:
@@ -110,11 +271,12 @@ def fetch_values(
     model: type[models.Model], names: tuple[str, ...], where: str, params: list[Any], *, order_by: str = ""
 ) -> list[tuple[Any, ...]]:
     """The fields `names` of every row of `model` that `where` (SQL on its columns) matches, as
-    `values_list(*names)` gives them, with a statement compiled once per shape."""
+    `values_list(*names)` gives them, with a statement compiled once per shape (and the INSERTs
+    waiting in an `inserts_together` block made by the same statement, `with_waiting`)."""
     cols, converters, attnames = _row_shape(model)
     indexes = [attnames.index(model._meta.get_field(name).attname) for name in names]  # type: ignore[union-attr]
     with connection.cursor() as cursor:
-        cursor.execute(_values_sql(model, names, where, order_by), params)
+        cursor.execute(*with_waiting(_values_sql(model, names, where, order_by), params))
         rows = cursor.fetchall()
     convert = [
         (position, cols[index], converters[index]) for position, index in enumerate(indexes) if converters[index]

@@ -15,7 +15,7 @@ from typing import Any
 from django.db import connection, transaction
 from django.utils import timezone
 
-from common.sql import insert_rows
+from common.sql import insert_rows, with_waiting
 from common.text import safe_data
 from harness_site.redaction import redact_data
 from runs.models import Run, RunEvent
@@ -61,11 +61,11 @@ def take_seqs(
     fields: dict[str, Any] | None = None,
 ) -> int | None:
     """Reserve `count` sequence numbers, setting `fields` of the run in the same UPDATE;
-    returns the last number, or None if the run is not as expected (nothing changed)."""
+    returns the last number, or None if the run is not as expected (nothing changed). The
+    INSERTs waiting in an `inserts_together` block are made by the same statement."""
     quote = connection.ops.quote_name
-    run_fields = {field.attname: field for field in Run._meta.concrete_fields}
-    assignments = [f"{quote(str(run_fields[name].column))} = %s" for name in fields or {}]
-    params: list[Any] = [run_fields[name].get_db_prep_save(value, connection) for name, value in (fields or {}).items()]
+    assignments = [f"{quote(str(RUN_FIELDS[name].column))} = %s" for name in fields or {}]
+    params: list[Any] = [RUN_FIELDS[name].get_db_prep_save(value, connection) for name, value in (fields or {}).items()]
     sql = f"UPDATE {quote(Run._meta.db_table)} SET {', '.join([*assignments, 'event_seq = event_seq + %s'])} WHERE id = %s"  # noqa: S608 (names are ours)
     params += [count, run_id]
     if status is not None:
@@ -75,7 +75,7 @@ def take_seqs(
         sql += " AND worker_id = %s"
         params.append(worker_id)
     with connection.cursor() as cursor:
-        cursor.execute(sql + " RETURNING event_seq", params)
+        cursor.execute(*with_waiting(sql + " RETURNING event_seq", params))
         row = cursor.fetchone()
     return None if row is None else int(row[0])
 

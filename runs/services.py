@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from audit.services import Actor, audit_record
 from common.db import unique_row
-from common.sql import fetch_values, insert_object, insert_rows
+from common.sql import fetch_values, insert_object, insert_rows, inserts_together
 from common.text import safe_data, safe_text
 from runs import events
 from runs.models import Run, Session, SessionItem, Span, Trace
@@ -145,56 +145,60 @@ def run_create(
     run_limits = limits_resolve(
         model=model, budget=budget, agent_maxima=spec.maxima if spec else None, **(limits or {})
     )
-    if session_id:
-        # The row lock keeps two runs of one session from both passing the busy check.
-        session = unique_row(Session.objects.select_for_update().filter(pk=session_id, owner=owner))
-        if session is None:
-            raise SessionNotFound(f"session {session_id!r} not found")
-        # A run waiting for approval holds its session too: its conversation is not yet written.
-        waiting = [*Run.ACTIVE_STATUSES, Run.Status.AWAITING_APPROVAL]
-        busy = Run.objects.filter(session=session, status__in=waiting).values_list("id", flat=True).first()
-        if busy:
-            raise SessionBusy(f"session {session_id} already has a run in progress ({busy}); wait for it or cancel it")
-    else:
-        session = insert_object(Session(owner=owner))
-        SessionItem.objects.bulk_create([SessionItem(session=session, data=item) for item in history or []])
-    run = Run(
-        owner=owner,
-        session=session,
-        agent=agent,
-        model=model,
-        input=input,
-        input_files=files,
-        event_seq=1,  # its run.queued event, written with it
-        origin=origin,
-        limits=run_limits.as_json(),
-        trace_context=trace_context or {},
-        otel_trace_id=otel_trace_id,
-        retry_of=retry_of,
-        offline_script=offline_script,
-    )
-    insert_object(run)
-    # A new run is nobody else's yet: its first event needs no counter update, and no stream can
-    # be following a run whose id is not yet known (a stream replays it from the log).
-    events.events_insert(
-        run_id=run.id, events=[(events.QUEUED, {"status": Run.Status.QUEUED})], last_seq=1, publish=False
-    )
-    audit_record(
-        action="run.created",
-        actor=actor,
-        target_type="run",
-        target_id=run.id,
-        run_id=run.id,
-        data={
-            "agent": agent,
-            "model": model,
-            "session_id": session.id,
-            "input_chars": len(input),
-            "limits": run_limits.as_json(),
-            **({"files": files} if files else {}),
-            **({"offline_script": True} if offline_script is not None else {}),
-        },
-    )
+    # The new session, run, its run.queued event and audit row go to the database as one statement.
+    with inserts_together():
+        if session_id:
+            # The row lock keeps two runs of one session from both passing the busy check.
+            session = unique_row(Session.objects.select_for_update().filter(pk=session_id, owner=owner))
+            if session is None:
+                raise SessionNotFound(f"session {session_id!r} not found")
+            # A run waiting for approval holds its session too: its conversation is not yet written.
+            waiting = [*Run.ACTIVE_STATUSES, Run.Status.AWAITING_APPROVAL]
+            busy = Run.objects.filter(session=session, status__in=waiting).values_list("id", flat=True).first()
+            if busy:
+                raise SessionBusy(
+                    f"session {session_id} already has a run in progress ({busy}); wait for it or cancel it"
+                )
+        else:
+            session = insert_object(Session(owner=owner))
+            SessionItem.objects.bulk_create([SessionItem(session=session, data=item) for item in history or []])
+        run = Run(
+            owner=owner,
+            session=session,
+            agent=agent,
+            model=model,
+            input=input,
+            input_files=files,
+            event_seq=1,  # its run.queued event, written with it
+            origin=origin,
+            limits=run_limits.as_json(),
+            trace_context=trace_context or {},
+            otel_trace_id=otel_trace_id,
+            retry_of=retry_of,
+            offline_script=offline_script,
+        )
+        insert_object(run)
+        # A new run is nobody else's yet: its first event needs no counter update, and no stream can
+        # be following a run whose id is not yet known (a stream replays it from the log).
+        events.events_insert(
+            run_id=run.id, events=[(events.QUEUED, {"status": Run.Status.QUEUED})], last_seq=1, publish=False
+        )
+        audit_record(
+            action="run.created",
+            actor=actor,
+            target_type="run",
+            target_id=run.id,
+            run_id=run.id,
+            data={
+                "agent": agent,
+                "model": model,
+                "session_id": session.id,
+                "input_chars": len(input),
+                "limits": run_limits.as_json(),
+                **({"files": files} if files else {}),
+                **({"offline_script": True} if offline_script is not None else {}),
+            },
+        )
     if enqueue:
         transaction.on_commit(lambda: run_enqueue(run.id))
     return run
@@ -309,20 +313,22 @@ def run_claim(*, run_id: str, worker_id: str, principal_cap: int | None = None) 
         if first_start is not None:  # its duration counts from its first start, the wait included
             Run.objects.filter(pk=run_id).update(started_at=first_start)
             run.started_at = first_start
-    events.events_insert(
-        run_id=run_id,
-        events=[(events.RESUMED if resume else events.STARTED, {"status": Run.Status.RUNNING, **started})],
-        last_seq=run.event_seq,
-    )
-    audit_record(
-        action="run.resumed" if resume else "run.started",
-        actor=Actor.worker(worker_id),
-        target_type="run",
-        target_id=run_id,
-        run_id=run_id,
-        data=started,
-    )
-    history = fetch_values(SessionItem, ("id", "data"), "session_id = %s", [run.session_id], order_by="id")
+    with inserts_together():
+        events.events_insert(
+            run_id=run_id,
+            events=[(events.RESUMED if resume else events.STARTED, {"status": Run.Status.RUNNING, **started})],
+            last_seq=run.event_seq,
+        )
+        audit_record(
+            action="run.resumed" if resume else "run.started",
+            actor=Actor.worker(worker_id),
+            target_type="run",
+            target_id=run_id,
+            run_id=run_id,
+            data=started,
+        )
+        # The session's conversation, read by the statement that writes them.
+        history = fetch_values(SessionItem, ("id", "data"), "session_id = %s", [run.session_id], order_by="id")
     return Claim(run=run, history=history, resume=resume)
 
 
@@ -465,10 +471,6 @@ def run_finish(
     """
     from harness_site.redaction import redact, redact_data
 
-    if outcome.trace is not None:
-        trace_insert(trace=outcome.trace, spans=outcome.spans or [])
-    if memory is not None:
-        _memory_apply(run_id=run_id, session_id=session_id, memory=memory)
     usage = outcome.usage or {}
     # What a model or tool produced may hold NUL or lone surrogates: stored as U+FFFD (common.text).
     error = redact(safe_text(outcome.error))
@@ -508,33 +510,41 @@ def run_finish(
         "trace_id": outcome.trace.id if outcome.trace else "",
         "model_calls": model_calls,
     }
-    last_seq = events.take_seqs(run_id, len(batch), status=Run.Status.RUNNING, worker_id=worker_id, fields=fields)
+    # The trace, its spans, the session's new items and the outcome: one statement.
+    with inserts_together():
+        if outcome.trace is not None:
+            trace_insert(trace=outcome.trace, spans=outcome.spans or [])
+        if memory is not None:
+            _memory_apply(run_id=run_id, session_id=session_id, memory=memory)
+        last_seq = events.take_seqs(run_id, len(batch), status=Run.Status.RUNNING, worker_id=worker_id, fields=fields)
     if last_seq is None:
         ended = Run.objects.filter(pk=run_id)
         ended.update(usage=usage, trace_id=outcome.trace.id if outcome.trace else "", model_calls=model_calls)
         ended.filter(cost_usd__isnull=True, unpriced=False).update(**cost)  # an attempt that finished keeps its own
         _charge(owner_id, outcome)
         return False
-    events.events_insert(run_id=run_id, events=batch, last_seq=last_seq)
-    # What stopped the run, when a limit or a guardrail did: audited with its facts.
-    for action, facts in (("run.budget_exceeded", outcome.budget), ("run.guardrail_tripped", outcome.guardrail)):
-        if facts:
-            audit_record(
-                action=action,
-                actor=Actor.worker(worker_id),
-                target_type="run",
-                target_id=run_id,
-                run_id=run_id,
-                data=facts,
-            )
-    audit_record(
-        action=f"run.{outcome.status}",
-        actor=Actor.worker(worker_id),
-        target_type="run",
-        target_id=run_id,
-        run_id=run_id,
-        data={"error": error, "cost_usd": cost_text} if error else {"usage": usage, "cost_usd": cost_text},
-    )
+    # Its events and audit rows: one statement.
+    with inserts_together():
+        events.events_insert(run_id=run_id, events=batch, last_seq=last_seq)
+        # What stopped the run, when a limit or a guardrail did: audited with its facts.
+        for action, facts in (("run.budget_exceeded", outcome.budget), ("run.guardrail_tripped", outcome.guardrail)):
+            if facts:
+                audit_record(
+                    action=action,
+                    actor=Actor.worker(worker_id),
+                    target_type="run",
+                    target_id=run_id,
+                    run_id=run_id,
+                    data=facts,
+                )
+        audit_record(
+            action=f"run.{outcome.status}",
+            actor=Actor.worker(worker_id),
+            target_type="run",
+            target_id=run_id,
+            run_id=run_id,
+            data={"error": error, "cost_usd": cost_text} if error else {"usage": usage, "cost_usd": cost_text},
+        )
     _charge(owner_id, outcome)  # last: the principal's spend row stays locked for as little as possible
     return True
 

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-import pytest
-from django.db import connection
-from django.test.utils import CaptureQueriesContext
+import math
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
 
-from common.sql import insert_object
+import pytest
+from django.db import DataError, IntegrityError, connection, transaction
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from common.sql import insert_object, insert_rows
 from runs.models import Run, Session
 
 pytestmark = pytest.mark.django_db
@@ -94,3 +100,205 @@ def test_fetched_values_are_what_values_list_gives(alice):
     assert got == expected and [type(v) for row in got for v in row] == [type(v) for row in expected for v in row]
     assert len(queries) == 1 and [data for _, data, _ in got] == items
     assert fetch_values(SessionItem, ("id",), "session_id = %s", ["sess_none"]) == []
+
+
+def _span_row(run: Run, trace_id: str, n: int, **values: Any) -> dict[str, Any]:
+    from django.utils import timezone
+
+    now = timezone.now()
+    return {
+        "id": f"span_{n}",
+        "trace": trace_id,
+        "run": run.pk,
+        "parent_id": "",
+        "kind": "function",
+        "name": "calculate ü 数",
+        "started_at": now,
+        "ended_at": now + timedelta(microseconds=1234),
+        "duration_ms": 1.234,
+        "usage": None,
+        "cost_usd": Decimal("0.000123"),
+        "data": {"input": {"nested": [1, 2.5, None, True, "ü"]}, "empty": {}},
+        "error": None,
+        **values,
+    }
+
+
+def test_inserted_rows_are_what_the_orm_stores(alice):
+    from runs.models import Span, Trace
+
+    session = insert_object(Session(owner=alice.user))
+    run = insert_object(Run(owner=alice.user, session=session, agent="calculator", model="offline", input="x"))
+    trace = Trace.objects.create(id="trace_1", run=run, workflow_name="w")
+    rows = [
+        _span_row(run, trace.pk, 1),
+        _span_row(run, trace.pk, 2, usage={"total_tokens": 3}, error={"message": "no"}, cost_usd=None),
+        _span_row(run, trace.pk, 3, duration_ms=2, data=["a list", ("a", "tuple")], kind=Run.Status.RUNNING),
+    ]
+    with CaptureQueriesContext(connection) as queries:
+        insert_rows(Span, [{**row, "id": f"fast_{row['id']}"} for row in rows])
+    assert len(queries) == 1
+    if connection.vendor == "postgresql":
+        assert "json_to_recordset" in queries[0]["sql"]  # the rows as one parameter
+    for row in rows:  # the ORM's own INSERT of the same values
+        values = {name: value for name, value in row.items() if name not in ("trace", "run")}
+        Span.objects.create(**values, trace_id=row["trace"], run_id=row["run"])
+    fields = [field.attname for field in Span._meta.concrete_fields if field.name != "id"]
+    for n in (1, 2, 3):
+        fast = Span.objects.values(*fields).get(pk=f"fast_span_{n}")
+        orm = Span.objects.values(*fields).get(pk=f"span_{n}")
+        assert fast == orm and [type(v) for v in fast.values()] == [type(v) for v in orm.values()]
+    # None in a nullable JSON field is SQL NULL (not JSON null), as the ORM stores it
+    assert Span.objects.filter(pk="fast_span_1", usage__isnull=True, error__isnull=True).exists()
+    assert Span.objects.get(pk="fast_span_3").data == ["a list", ["a", "tuple"]]
+
+
+def test_rows_are_inserted_in_their_order(alice):
+    from runs.models import SessionItem
+
+    session = insert_object(Session(owner=alice.user))
+    now = timezone.now()
+    items = [{"session": session.pk, "run": None, "data": {"n": n}, "created_at": now} for n in range(60)]
+    insert_rows(SessionItem, items)
+    stored = list(SessionItem.objects.filter(session=session).order_by("id").values_list("data", flat=True))
+    assert stored == [{"n": n} for n in range(60)]
+
+
+def test_values_json_cannot_carry_are_sent_the_fields_way(alice):
+    from runs.models import Span, Trace
+
+    if connection.vendor != "postgresql":
+        pytest.skip("the rows go as JSON on Postgres only (and SQLite stores a NaN as NULL)")
+    session = insert_object(Session(owner=alice.user))
+    run = insert_object(Run(owner=alice.user, session=session, agent="calculator", model="offline", input="x"))
+    Trace.objects.create(id="trace_1", run=run, workflow_name="w")
+    insert_rows(Span, [_span_row(run, "trace_1", 1, duration_ms=math.nan), _span_row(run, "trace_1", 2)])
+    assert math.isnan(Span.objects.get(pk="span_1").duration_ms)
+    assert Span.objects.get(pk="span_2").duration_ms == 1.234
+
+
+def test_a_value_too_long_for_its_column_is_refused_and_nothing_is_stored(alice):
+    from runs.models import RunEvent
+
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite does not bound varchar lengths")
+    session = insert_object(Session(owner=alice.user))
+    run = insert_object(Run(owner=alice.user, session=session, agent="calculator", model="offline", input="x"))
+    row = {"run": run.pk, "seq": 1, "type": "t" * 40, "data": {}, "created_at": timezone.now()}
+    insert_rows(RunEvent, [row])  # exactly the column's 40 characters
+    with pytest.raises(DataError, match="too long"), transaction.atomic():
+        insert_rows(RunEvent, [{**row, "seq": 2}, {**row, "seq": 3, "type": "t" * 41}])
+    assert list(RunEvent.objects.filter(run=run).values_list("seq", "type")) == [(1, "t" * 40)]
+
+
+def test_inserts_made_together_reach_postgres_as_one_statement(alice):
+    from audit.models import AuditLog
+    from common.sql import inserts_together
+    from runs.models import RunEvent
+
+    postgres = connection.vendor == "postgresql"
+    now = timezone.now()
+    with CaptureQueriesContext(connection) as queries, transaction.atomic():
+        with inserts_together():
+            session = insert_object(Session(owner=alice.user))
+            run = insert_object(Run(owner=alice.user, session=session, agent="calculator", model="offline", input="x"))
+            insert_rows(RunEvent, [{"run": run.pk, "seq": 1, "type": "run.queued", "data": {}, "created_at": now}])
+            audit = {
+                "created_at": now,
+                "actor_type": "system",
+                "actor_id": "",
+                "actor_label": "t",
+                "run_id": run.pk,
+                "data": {},
+            }
+            insert_rows(AuditLog, [{**audit, "action": "a", "target_type": "run", "target_id": run.pk}])
+            insert_rows(AuditLog, [{**audit, "action": "b", "target_type": "run", "target_id": run.pk}])
+            if postgres:  # not yet sent: a read in the block does not see them
+                assert not Run.objects.filter(pk=run.pk).exists()
+        assert Run.objects.get(pk=run.pk).session_id == session.pk
+    writes = [query for query in queries if "INSERT" in query["sql"]]
+    assert len(writes) == (1 if postgres else 5)
+    assert RunEvent.objects.filter(run=run).count() == 1
+    assert list(AuditLog.objects.filter(target_id=run.pk).order_by("id").values_list("action", flat=True)) in (
+        ["a", "b"],
+        ["b", "a"],  # one statement: its WITH parts run in no set order
+    )
+
+
+def test_inserts_made_together_keep_their_order_around_one_that_cannot_wait(alice):
+    from common.sql import inserts_together
+    from runs.models import Span, Trace
+
+    if connection.vendor != "postgresql":
+        pytest.skip("inserts are made together on Postgres only")
+    session = insert_object(Session(owner=alice.user))
+    run = insert_object(Run(owner=alice.user, session=session, agent="calculator", model="offline", input="x"))
+    with CaptureQueriesContext(connection) as queries, transaction.atomic(), inserts_together():
+        Trace.objects.create(id="trace_1", run=run, workflow_name="w")
+        insert_rows(Span, [_span_row(run, "trace_1", 1)])
+        insert_rows(Span, [_span_row(run, "trace_1", 2, duration_ms=math.nan)])  # no JSON NaN: the fields' way
+        insert_rows(Span, [_span_row(run, "trace_1", 3)])
+    spans = [query["sql"] for query in queries if "runs_span" in query["sql"]]
+    assert len(spans) == 3 and "json_to_recordset" not in spans[1]  # the one before it went first
+    assert Span.objects.filter(run=run).count() == 3
+
+
+def test_inserts_of_a_block_that_fails_are_not_made(alice):
+    from common.sql import inserts_together
+
+    session = insert_object(Session(owner=alice.user))
+    with pytest.raises(RuntimeError), transaction.atomic(), inserts_together():
+        insert_object(Run(owner=alice.user, session=session, agent="calculator", model="offline", input="x"))
+        raise RuntimeError("stop")
+    assert not Run.objects.filter(session=session).exists()
+    insert_object(Run(owner=alice.user, session=session, agent="calculator", model="offline", input="y"))  # after it
+    assert list(Run.objects.filter(session=session).values_list("input", flat=True)) == ["y"]
+
+
+def test_a_block_whose_inserts_fail_together_leaves_the_next_inserts_alone(alice):
+    from common.sql import inserts_together
+    from runs.models import RunEvent
+
+    session = insert_object(Session(owner=alice.user))
+    run = insert_object(Run(owner=alice.user, session=session, agent="calculator", model="offline", input="x"))
+    row = {"run": run.pk, "seq": 1, "type": "t", "data": {}, "created_at": timezone.now()}
+    with pytest.raises(IntegrityError), transaction.atomic(), inserts_together():
+        insert_rows(RunEvent, [row])
+        insert_rows(RunEvent, [row])  # the same (run, seq) twice
+    with CaptureQueriesContext(connection) as queries:
+        insert_rows(RunEvent, [row])  # made at once, as outside any block
+    assert len(queries) == 1 and RunEvent.objects.filter(run=run).count() == 1
+
+
+def test_a_read_or_update_in_the_block_makes_the_waiting_inserts_in_its_statement(alice):
+    from common.sql import fetch_values, inserts_together
+    from runs.events import take_seqs
+    from runs.models import RunEvent, SessionItem
+
+    postgres = connection.vendor == "postgresql"
+    session = insert_object(Session(owner=alice.user))
+    run = insert_object(Run(owner=alice.user, session=session, agent="calculator", model="offline", input="x"))
+    SessionItem.objects.create(session=session, data={"role": "user", "content": "before"})
+    now = timezone.now()
+    with CaptureQueriesContext(connection) as queries, transaction.atomic():
+        with inserts_together():
+            insert_rows(RunEvent, [{"run": run.pk, "seq": 1, "type": "a", "data": {}, "created_at": now}])
+            insert_rows(SessionItem, [{"session": session.pk, "run": run.pk, "data": {"n": 1}, "created_at": now}])
+            history = fetch_values(SessionItem, ("data",), "session_id = %s", [session.pk], order_by="id")
+            insert_rows(RunEvent, [{"run": run.pk, "seq": 2, "type": "b", "data": {}, "created_at": now}])
+            last = take_seqs(run.pk, 2, status=None, worker_id=None, fields={"output": "done"})
+        # On Postgres the read is the statement that inserts (and does not see its rows).
+        assert history == (
+            [({"role": "user", "content": "before"},)]
+            if postgres
+            else [
+                ({"role": "user", "content": "before"},),
+                ({"n": 1},),
+            ]
+        )
+    statements = [query["sql"].split()[0] for query in queries]
+    statements = [word for word in statements if word in ("WITH", "INSERT", "SELECT", "UPDATE")]
+    assert statements == (["WITH", "WITH"] if postgres else ["INSERT", "INSERT", "SELECT", "INSERT", "UPDATE"])
+    assert last == 2 and Run.objects.get(pk=run.pk).output == "done"
+    assert list(RunEvent.objects.filter(run=run).order_by("seq").values_list("type", flat=True)) == ["a", "b"]
+    assert SessionItem.objects.filter(session=session).count() == 2
