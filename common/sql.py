@@ -85,6 +85,11 @@ def with_waiting(sql: str, params: list[Any]) -> tuple[str, list[Any]]:
         return sql, params
     statements = list(waiting)
     waiting.clear()
+    return _preceded(statements, sql, params)
+
+
+def _preceded(statements: list[tuple[str, str]], sql: str, params: list[Any]) -> tuple[str, list[Any]]:
+    """`sql` with `statements` (INSERTs of one JSON parameter each) as data-modifying WITHs."""
     withs = ", ".join(f"w{n} AS ({insert})" for n, (insert, _) in enumerate(statements))
     return f"WITH {withs} {sql}", [*(payload for _, payload in statements), *params]
 
@@ -99,11 +104,7 @@ def _flush_together() -> None:
 def _execute_together(statements: list[tuple[str, str]]) -> None:
     *first, (last, payload) = statements
     with connection.cursor() as cursor:
-        if first:
-            withs = ", ".join(f"w{n} AS ({insert})" for n, (insert, _) in enumerate(first))
-            cursor.execute(f"WITH {withs} {last}", [*(waiting for _, waiting in first), payload])
-        else:
-            cursor.execute(last, [payload])
+        cursor.execute(*(_preceded(first, last, [payload]) if first else (last, [payload])))
 
 
 # On Postgres the rows travel as one JSON document that the server unpacks (json_to_recordset,
