@@ -3,8 +3,10 @@ namespace's loopback, the harness's Django settings pointed at it, then the loop
 down, so the server's host vanishes without a reset (a partition, a host gone): every packet
 the harness sends goes nowhere, as through a black hole.
 
-Prints one JSON line: for each case, how many seconds the statement took to fail, or null
-when it had not failed after `--give-up` seconds. Nothing here is visible outside the
+Prints one line, `REPORT ` and a JSON object: for each case, how many seconds the statement
+took to fail, or null when it had not failed after `--give-up` seconds, or what else happened
+("answered", or the exception met). The harness logs to stdout too (a pool retrying the
+server while it stops, say), so the report is the line with the prefix, not the last line. Nothing here is visible outside the
 namespace; Postgres runs as the `postgres` user from a temporary directory and is stopped
 on the way out.
 
@@ -31,9 +33,17 @@ sys.path.insert(0, str(ROOT))
 
 from tests.integration.pgbin import postgres_bin  # noqa: E402
 
+REPORT = "REPORT "
+
 
 def lo(state: str) -> None:
     subprocess.run(["ip", "link", "set", "lo", state], check=True, timeout=10)  # noqa: S607
+
+
+def lo_is_up() -> bool:
+    # `ip`, not /sys/class/net: sysfs shows the namespace it was mounted in, not this one.
+    shown = subprocess.run(["ip", "-j", "link", "show", "lo"], capture_output=True, check=True, timeout=10)  # noqa: S607
+    return "UP" in json.loads(shown.stdout)[0]["flags"]
 
 
 def start_postgres(root: Path, port: int) -> subprocess.Popen[bytes]:
@@ -71,10 +81,10 @@ class Trial:
     def __init__(self, give_up: float, cleanup) -> None:
         self.give_up = give_up
         self.cleanup = cleanup
-        self.results: dict[str, float | None] = {}
+        self.results: dict[str, float | str | None] = {}
 
     def report(self) -> None:
-        print(json.dumps(self.results), flush=True)
+        print(REPORT + json.dumps(self.results), flush=True)
 
     def case(self, name: str, statement: str, *, vanish_after: float | None) -> None:
         from django.db import OperationalError, connection
@@ -84,6 +94,8 @@ class Trial:
             cursor.execute("SELECT 1")
         if vanish_after is None:
             lo("down")
+            if lo_is_up():
+                raise RuntimeError("the loopback is still up after `ip link set lo down`")
         else:
             threading.Timer(vanish_after, lo, ["down"]).start()
 
@@ -99,8 +111,11 @@ class Trial:
         try:
             with connection.cursor() as cursor:
                 cursor.execute(statement)
+            self.results[name] = "answered"
         except OperationalError:
             self.results[name] = round(time.monotonic() - started, 2)
+        except Exception as error:  # noqa: BLE001 -- reported, the test says what it expected
+            self.results[name] = f"{type(error).__name__}: {error}"
         watchdog.cancel()
         lo("up")
 
@@ -145,6 +160,11 @@ def main() -> None:
         #    unacknowledged, only keepalives can tell.
         trial.case("waiting_for_an_answer", "SELECT pg_sleep(600)", vanish_after=0.5)
         trial.report()
+        from django.db import connection
+
+        connection.close()
+        if connection.pool is not None:
+            connection.close_pool()  # before Postgres stops: its workers would retry it
     finally:
         cleanup()
     os._exit(0)  # a connection's socket may still be draining
