@@ -151,7 +151,11 @@ def _kind(field: Any) -> int:
 
 
 @cache
-def _json_shape(model: type[models.Model], names: tuple[str, ...], ignore_conflicts: bool) -> _JsonShape:
+def _record_columns(
+    model: type[models.Model], names: tuple[str, ...]
+) -> tuple[list[str], str, list[tuple[str, Any, int]]]:
+    """The quoted columns of `names`, the record type `json_to_recordset` reads them as, and
+    (column, field, kind) of each for `_json_rows`."""
     quote = connection.ops.quote_name
     fields = [model._meta.get_field(name) for name in names]
     columns = [quote(str(field.column)) for field in fields]  # type: ignore[union-attr]
@@ -161,12 +165,50 @@ def _json_shape(model: type[models.Model], names: tuple[str, ...], ignore_confli
         f"{column} {field.db_type(connection)}"  # type: ignore[union-attr]
         for column, field in zip(columns, fields, strict=True)
     )
+    return columns, types, [(str(field.column), field, _kind(field)) for field in fields]  # type: ignore[union-attr]
+
+
+@cache
+def _json_shape(model: type[models.Model], names: tuple[str, ...], ignore_conflicts: bool) -> _JsonShape:
+    columns, types, fields = _record_columns(model, names)
     listed = ", ".join(columns)
     sql = (
-        f"INSERT INTO {quote(model._meta.db_table)} ({listed}) SELECT {listed} "  # noqa: S608 (names are ours)
+        f"INSERT INTO {connection.ops.quote_name(model._meta.db_table)} ({listed}) SELECT {listed} "  # noqa: S608 (names are ours)
         f"FROM json_to_recordset(%s::json) AS x({types})" + (" ON CONFLICT DO NOTHING" if ignore_conflicts else "")
     )
-    return _JsonShape(sql, [(str(field.column), field, _kind(field)) for field in fields])  # type: ignore[union-attr]
+    return _JsonShape(sql, fields)
+
+
+@cache
+def _numbered_shape(model: type[models.Model], names: tuple[str, ...], numbered: str, counter: str) -> _JsonShape:
+    columns, types, fields = _record_columns(model, names)
+    target = connection.ops.quote_name(str(model._meta.get_field(numbered).column))  # type: ignore[union-attr]
+    selected = ", ".join(f"c.n + x.{column}" if column == target else f"x.{column}" for column in columns)
+    sql = (
+        f"WITH c AS ({counter}), i AS (INSERT INTO {connection.ops.quote_name(model._meta.db_table)} "  # noqa: S608 (names are ours)
+        f"({', '.join(columns)}) SELECT {selected} FROM c, json_to_recordset(%s::json) AS x({types})) SELECT n FROM c"
+    )
+    return _JsonShape(sql, fields)
+
+
+def insert_numbered(
+    model: type[models.Model], rows: list[dict[str, Any]], *, numbered: str, counter: str, params: list[Any]
+) -> int | None:
+    """On Postgres, one statement (and so, outside a transaction, its own): `counter`, an UPDATE
+    of one row `RETURNING <the last number it took> AS n`, then the INSERT of `rows`, each with
+    its number given as an offset from that last one in the field `numbered` (0 for the last
+    row, -1 for the one before...). Returns n, or None when the UPDATE matched no row (then
+    nothing is inserted). Raises TypeError or ValueError, having sent nothing, for rows JSON
+    does not carry as the fields would store them (`insert_rows` then takes them its way)."""
+    if connection.vendor != "postgresql":
+        raise TypeError("insert_numbered is for Postgres")
+    shape = _numbered_shape(model, tuple(rows[0]), numbered, counter)
+    payload = _json_rows(shape, rows)
+    _flush_together()  # what was made before this one goes first
+    with connection.cursor() as cursor:
+        cursor.execute(shape.sql, [*params, payload])
+        row = cursor.fetchone()
+    return None if row is None else int(row[0])
 
 
 def _json_rows(shape: _JsonShape, rows: list[dict[str, Any]]) -> str:

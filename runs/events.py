@@ -10,12 +10,13 @@ changes nothing, and nothing ever follows the final event.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cache
 from typing import Any
 
 from django.db import connection, transaction
 from django.utils import timezone
 
-from common.sql import insert_rows, with_waiting
+from common.sql import insert_numbered, insert_rows, with_waiting
 from common.text import safe_data
 from harness_site.redaction import redact_data
 from runs.models import Run, RunEvent
@@ -52,6 +53,22 @@ EventSpec = tuple[str, dict[str, Any]]
 RUN_FIELDS = {field.attname: field for field in Run._meta.concrete_fields}
 
 
+@cache
+def _take_sql(fields: Sequence[str], status: bool, worker: bool) -> str:
+    quote = connection.ops.quote_name
+    assignments = [f"{quote(str(RUN_FIELDS[name].column))} = %s" for name in fields]
+    sql = f"UPDATE {quote(Run._meta.db_table)} SET {', '.join([*assignments, 'event_seq = event_seq + %s'])} WHERE id = %s"  # noqa: S608 (names are ours)
+    return sql + (" AND status = %s" if status else "") + (" AND worker_id = %s" if worker else "")
+
+
+def _take_params(
+    run_id: str, count: int, status: str | None, worker_id: str | None, fields: dict[str, Any] | None = None
+) -> list[Any]:
+    params = [RUN_FIELDS[name].get_db_prep_save(value, connection) for name, value in (fields or {}).items()]
+    params += [count, run_id]
+    return params + [value for value in (status, worker_id) if value is not None]
+
+
 def take_seqs(
     run_id: str,
     count: int,
@@ -63,17 +80,8 @@ def take_seqs(
     """Reserve `count` sequence numbers, setting `fields` of the run in the same UPDATE;
     returns the last number, or None if the run is not as expected (nothing changed). The
     INSERTs waiting in an `inserts_together` block are made by the same statement."""
-    quote = connection.ops.quote_name
-    assignments = [f"{quote(str(RUN_FIELDS[name].column))} = %s" for name in fields or {}]
-    params: list[Any] = [RUN_FIELDS[name].get_db_prep_save(value, connection) for name, value in (fields or {}).items()]
-    sql = f"UPDATE {quote(Run._meta.db_table)} SET {', '.join([*assignments, 'event_seq = event_seq + %s'])} WHERE id = %s"  # noqa: S608 (names are ours)
-    params += [count, run_id]
-    if status is not None:
-        sql += " AND status = %s"
-        params.append(status)
-    if worker_id is not None:
-        sql += " AND worker_id = %s"
-        params.append(worker_id)
+    sql = _take_sql(tuple(fields or ()), status is not None, worker_id is not None)
+    params = _take_params(run_id, count, status, worker_id, fields)
     with connection.cursor() as cursor:
         cursor.execute(*with_waiting(sql + " RETURNING event_seq", params))
         row = cursor.fetchone()
@@ -87,14 +95,48 @@ def events_append(
     require_status: str | None = None,
     require_worker: str | None = None,
 ) -> list[dict[str, Any]] | None:
-    """Append events to a run's log in one batch. None when the run is not in the required state."""
+    """Append events to a run's log in one batch. None when the run is not in the required state.
+
+    On Postgres the numbers are taken and the events written by one statement, its own
+    transaction (a batch of a running run's events: one round trip instead of three)."""
     if not events:
         return []
+    if connection.vendor == "postgresql":
+        payloads = _payloads(events, 1 - len(events))  # numbered from the last: ..., -1, 0
+        now = timezone.now()
+        rows = [
+            {"run": run_id, "seq": p["seq"], "type": p["type"], "data": p["data"], "created_at": now} for p in payloads
+        ]
+        counter = _take_sql((), require_status is not None, require_worker is not None) + " RETURNING event_seq AS n"
+        try:
+            last = insert_numbered(
+                RunEvent,
+                rows,
+                numbered="seq",
+                counter=counter,
+                params=_take_params(run_id, len(events), require_status, require_worker),
+            )
+        except (TypeError, ValueError):
+            pass  # a value JSON does not carry as the field would store it: the two statements
+        else:
+            if last is None:
+                return None
+            for payload in payloads:
+                payload["seq"] += last
+            events_publish_on_commit(run_id, payloads)
+            return payloads
     with transaction.atomic():
         last = take_seqs(run_id, len(events), status=require_status, worker_id=require_worker)
         if last is None:
             return None
         return events_insert(run_id=run_id, events=events, last_seq=last)
+
+
+def _payloads(events: Sequence[EventSpec], first: int) -> list[dict[str, Any]]:
+    return [
+        {"seq": first + offset, "type": kind, "data": redact_data(safe_data(data))}
+        for offset, (kind, data) in enumerate(events)
+    ]
 
 
 def events_insert(
@@ -105,12 +147,8 @@ def events_insert(
 
     Their text is stored safely (common.text.safe_data: NUL and lone surrogates become U+FFFD)
     and redacted."""
-    first = last_seq - len(events) + 1
     now = timezone.now()
-    payloads = [
-        {"seq": first + offset, "type": kind, "data": redact_data(safe_data(data))}
-        for offset, (kind, data) in enumerate(events)
-    ]
+    payloads = _payloads(events, last_seq - len(events) + 1)
     insert_rows(
         RunEvent,
         [{"run": run_id, "seq": p["seq"], "type": p["type"], "data": p["data"], "created_at": now} for p in payloads],

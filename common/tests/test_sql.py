@@ -12,7 +12,7 @@ from django.db import DataError, IntegrityError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from common.sql import insert_object, insert_rows
+from common.sql import insert_numbered, insert_object, insert_rows
 from runs.models import Run, Session
 
 pytestmark = pytest.mark.django_db
@@ -302,3 +302,30 @@ def test_a_read_or_update_in_the_block_makes_the_waiting_inserts_in_its_statemen
     assert last == 2 and Run.objects.get(pk=run.pk).output == "done"
     assert list(RunEvent.objects.filter(run=run).order_by("seq").values_list("type", flat=True)) == ["a", "b"]
     assert SessionItem.objects.filter(session=session).count() == 2
+
+
+def test_numbered_rows_go_with_their_counter_in_one_statement_or_not_at_all(alice):
+    from runs.models import RunEvent
+
+    session = insert_object(Session(owner=alice.user))
+    run = insert_object(Run(owner=alice.user, session=session, agent="calculator", model="offline", input="x"))
+    counter = 'UPDATE "runs_run" SET event_seq = event_seq + %s WHERE id = %s RETURNING event_seq AS n'
+    now = timezone.now()
+    rows = [{"run": run.pk, "seq": offset, "type": "t", "data": {"n": offset}, "created_at": now} for offset in (-1, 0)]
+    if connection.vendor != "postgresql":
+        with pytest.raises(TypeError, match="Postgres"):
+            insert_numbered(RunEvent, rows, numbered="seq", counter=counter, params=[2, run.pk])
+        return
+    with CaptureQueriesContext(connection) as queries:
+        assert insert_numbered(RunEvent, rows, numbered="seq", counter=counter, params=[2, run.pk]) == 2
+    assert len(queries) == 1
+    assert list(RunEvent.objects.filter(run=run).values_list("seq", "data")) == [(1, {"n": -1}), (2, {"n": 0})]
+    # No row counted: nothing inserted.
+    assert insert_numbered(RunEvent, rows, numbered="seq", counter=counter, params=[2, "run_missing"]) is None
+    # A value JSON does not carry: refused before anything is sent.
+    with CaptureQueriesContext(connection) as queries, pytest.raises(ValueError):
+        insert_numbered(
+            RunEvent, [{**rows[0], "data": {"x": math.nan}}], numbered="seq", counter=counter, params=[1, run.pk]
+        )
+    assert len(queries) == 0
+    assert RunEvent.objects.filter(run=run).count() == 2 and Run.objects.get(pk=run.pk).event_seq == 2

@@ -262,6 +262,37 @@ def test_a_new_run_is_written_with_plain_statements_and_its_log_goes_on_from_its
     assert list(run.events.values_list("seq", flat=True)) == [1, 2, 3]
 
 
+def test_a_running_runs_batch_of_events_is_numbered_and_written_by_one_statement(alice):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from runs import services
+    from runs.events import events_append
+
+    run = make_run(alice)
+    services.run_claim(run_id=run.pk, worker_id="w:1:a")
+    before = Run.objects.get(pk=run.pk).event_seq
+    batch = [("text.delta", {"delta": "4"}), ("tool.called", {"name": "calculate", "arguments": "{}"})]
+    with CaptureQueriesContext(connection) as queries:
+        written = events_append(run_id=run.pk, events=batch, require_status="running", require_worker="w:1:a")
+    assert [(event["seq"], event["type"]) for event in written] == [
+        (before + 1, "text.delta"),
+        (before + 2, "tool.called"),
+    ]
+    if connection.vendor == "postgresql":
+        # The numbers taken and the rows written in one statement: no transaction of its own.
+        [statement] = [q["sql"] for q in queries]
+        assert statement.startswith("WITH") and "UPDATE" in statement and "INSERT INTO" in statement, statement
+    stored = list(RunEvent.objects.filter(run=run, seq__gt=before).values_list("seq", "type", "data"))
+    assert stored == [(before + 1, *batch[0]), (before + 2, *batch[1])]
+    assert Run.objects.get(pk=run.pk).event_seq == before + 2
+    # Another worker's batch, or one for a run no longer running, writes nothing at all.
+    assert events_append(run_id=run.pk, events=batch, require_status="running", require_worker="w:2:b") is None
+    assert events_append(run_id=run.pk, events=batch, require_status="queued") is None
+    assert Run.objects.get(pk=run.pk).event_seq == before + 2
+    assert RunEvent.objects.filter(run=run).count() == before + 2
+
+
 def test_creating_a_run_publishes_nothing_live_and_its_next_events_are(alice, settings):
     """No stream can follow a run before its id is known: its run.queued event is only in the log."""
     from runs import streams
