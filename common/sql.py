@@ -202,6 +202,8 @@ def insert_numbered(
     does not carry as the fields would store them (`insert_rows` then takes them its way)."""
     if connection.vendor != "postgresql":
         raise TypeError("insert_numbered is for Postgres")
+    if not rows or numbered not in rows[0]:
+        raise ValueError(f"insert_numbered needs rows, each with its {numbered!r} offset")
     shape = _numbered_shape(model, tuple(rows[0]), numbered, counter)
     payload = _json_rows(shape, rows)
     _flush_together()  # what was made before this one goes first

@@ -54,7 +54,7 @@ RUN_FIELDS = {field.attname: field for field in Run._meta.concrete_fields}
 
 
 @cache
-def _take_sql(fields: Sequence[str], status: bool, worker: bool) -> str:
+def _take_sql(fields: tuple[str, ...], status: bool, worker: bool) -> str:
     quote = connection.ops.quote_name
     assignments = [f"{quote(str(RUN_FIELDS[name].column))} = %s" for name in fields]
     sql = f"UPDATE {quote(Run._meta.db_table)} SET {', '.join([*assignments, 'event_seq = event_seq + %s'])} WHERE id = %s"  # noqa: S608 (names are ours)
@@ -97,8 +97,9 @@ def events_append(
 ) -> list[dict[str, Any]] | None:
     """Append events to a run's log in one batch. None when the run is not in the required state.
 
-    On Postgres the numbers are taken and the events written by one statement, its own
-    transaction (a batch of a running run's events: one round trip instead of three)."""
+    On Postgres the numbers are taken and the events written by one statement: outside a
+    transaction its own (a batch of a running run's events: one round trip instead of three),
+    inside one a part of it (a cancel, the reaper, an approval)."""
     if not events:
         return []
     if connection.vendor == "postgresql":

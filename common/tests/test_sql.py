@@ -328,4 +328,12 @@ def test_numbered_rows_go_with_their_counter_in_one_statement_or_not_at_all(alic
             RunEvent, [{**rows[0], "data": {"x": math.nan}}], numbered="seq", counter=counter, params=[1, run.pk]
         )
     assert len(queries) == 0
+    with pytest.raises(ValueError, match="offset"):
+        insert_numbered(
+            RunEvent,
+            [{k: v for k, v in rows[0].items() if k != "seq"}],
+            numbered="seq",
+            counter=counter,
+            params=[1, run.pk],
+        )
     assert RunEvent.objects.filter(run=run).count() == 2 and Run.objects.get(pk=run.pk).event_seq == 2

@@ -84,7 +84,9 @@ class Trial:
         self.results: dict[str, float | str | None] = {}
 
     def report(self) -> None:
-        print(REPORT + json.dumps(self.results), flush=True)
+        # One write, so a log line from a pool thread cannot land inside the report's line.
+        sys.stdout.write(f"{REPORT}{json.dumps(self.results)}\n")
+        sys.stdout.flush()
 
     def case(self, name: str, statement: str, *, vanish_after: float | None) -> None:
         from django.db import OperationalError, connection
