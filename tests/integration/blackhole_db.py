@@ -165,8 +165,8 @@ def main() -> None:
         from django.db import connection
 
         connection.close()
-        if connection.pool is not None:
-            connection.close_pool()  # before Postgres stops: its workers would retry it
+        if getattr(connection, "pool", None) is not None:
+            connection.close_pool()  # type: ignore[attr-defined] # before Postgres stops: its workers would retry it
     finally:
         cleanup()
     os._exit(0)  # a connection's socket may still be draining
