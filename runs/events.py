@@ -104,15 +104,11 @@ def events_append(
         return []
     if connection.vendor == "postgresql":
         payloads = _payloads(events, 1 - len(events))  # numbered from the last: ..., -1, 0
-        now = timezone.now()
-        rows = [
-            {"run": run_id, "seq": p["seq"], "type": p["type"], "data": p["data"], "created_at": now} for p in payloads
-        ]
         counter = _take_sql((), require_status is not None, require_worker is not None) + " RETURNING event_seq AS n"
         try:
             last = insert_numbered(
                 RunEvent,
-                rows,
+                _rows(run_id, payloads),
                 numbered="seq",
                 counter=counter,
                 params=_take_params(run_id, len(events), require_status, require_worker),
@@ -140,6 +136,11 @@ def _payloads(events: Sequence[EventSpec], first: int) -> list[dict[str, Any]]:
     ]
 
 
+def _rows(run_id: str, payloads: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    now = timezone.now()
+    return [{"run": run_id, "seq": p["seq"], "type": p["type"], "data": p["data"], "created_at": now} for p in payloads]
+
+
 def events_insert(
     *, run_id: str, events: Sequence[EventSpec], last_seq: int, publish: bool = True
 ) -> list[dict[str, Any]]:
@@ -148,12 +149,8 @@ def events_insert(
 
     Their text is stored safely (common.text.safe_data: NUL and lone surrogates become U+FFFD)
     and redacted."""
-    now = timezone.now()
     payloads = _payloads(events, last_seq - len(events) + 1)
-    insert_rows(
-        RunEvent,
-        [{"run": run_id, "seq": p["seq"], "type": p["type"], "data": p["data"], "created_at": now} for p in payloads],
-    )
+    insert_rows(RunEvent, _rows(run_id, payloads))
     if publish:
         events_publish_on_commit(run_id, payloads)
     return payloads
