@@ -289,3 +289,28 @@ def test_a_crashed_worker_leaves_no_zombie_run(tmp_path):
         assert actions == ["run.created", "run.started", "run.failed"]
     finally:
         h.close()
+
+
+def test_the_banner_appears_once_the_web_answers(tmp_path):
+    # A newcomer copies the banner's `curl .../health` the moment it appears: it must answer.
+    harness = Harness(tmp_path)
+    process = subprocess.Popen(  # noqa: S603
+        [sys.executable, "manage.py", "runharness", "--no-worker", "--port", str(harness.port)],
+        cwd=ROOT,
+        env=harness.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert process.stderr is not None
+        deadline = time.monotonic() + 60
+        for line in process.stderr:
+            if line.startswith("Agent harness on") or time.monotonic() > deadline:
+                break
+        assert line.startswith("Agent harness on"), line
+        assert httpx.get(f"{harness.base_url}/health", timeout=5).status_code == 200
+    finally:
+        os.killpg(process.pid, signal.SIGINT)
+        process.communicate(timeout=60)

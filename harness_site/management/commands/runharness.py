@@ -8,6 +8,7 @@ supervisor (or a container runtime) restarts the pair.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -62,6 +63,9 @@ class Command(BaseCommand):
             children["worker"] = subprocess.Popen(  # noqa: S603 (our own interpreter and manage.py)
                 [sys.executable, "manage.py", "runworker"], cwd=settings.BASE_DIR, env=env
             )
+        signals = StopSignals()
+        if "web" in children:
+            _wait_listening(host, port, children["web"], signals)
         self.stderr.write(
             "\n".join(
                 [
@@ -79,7 +83,6 @@ class Command(BaseCommand):
                 ]
             )
         )
-        signals = StopSignals()
         exit_code = 0
         while not signals.requested and not exit_code:
             for name, child in children.items():
@@ -94,6 +97,19 @@ class Command(BaseCommand):
         self.stderr.write("Harness stopped.")
         if exit_code:
             raise SystemExit(exit_code)
+
+
+def _wait_listening(host: str, port: int, web: subprocess.Popen[bytes], signals: StopSignals) -> None:
+    """Until the web server takes connections, so the banner's URLs answer when it appears;
+    no longer than a minute, nor once the web has exited or a stop is asked for."""
+    target = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)  # noqa: S104
+    deadline = time.monotonic() + 60
+    while not signals.requested and web.poll() is None and time.monotonic() < deadline:
+        try:
+            socket.create_connection((target, port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
 
 
 def _check_agents() -> None:
