@@ -8,9 +8,13 @@ them alike; each pair of neighbouring blocks gives a ratio:
 
   asyncio    Python's own event loop, identity keys remembered (the agent is shared);
   uvloop     HARNESS_WORKER_EVENT_LOOP's default, identity keys remembered;
-  unshared   uvloop, the keys built on every run and turn (as the SDK does for any agent).
+  unshared   uvloop, the keys built on every run and turn (as the SDK does for any agent);
+  one        uvloop, keys remembered, every run on the one shared agent object instead of its
+             own shallow copy (`execution.sdk.for_run`, which the other three use).
 
-    uv run python bench/sdk_loop_ab.py [--blocks 8] [--runs 400]
+--concurrency sets the runs in flight (default 50).
+
+    uv run python bench/sdk_loop_ab.py [--blocks 8] [--runs 400] [--concurrency 50]
 """
 
 from __future__ import annotations
@@ -43,48 +47,62 @@ from execution.offline import OfflineModel  # noqa: E402
 CONCURRENCY = 50
 
 
-async def block(spec: Any, agent: Any, runs: int) -> None:
+async def block(spec: Any, agent: Any, runs: int, per_run: bool) -> None:
     slots = asyncio.Semaphore(CONCURRENCY)
 
     async def one() -> None:
         async with slots:
             config = RunConfig(model=OfflineModel(spec), tracing_disabled=True)
-            result = Runner.run_streamed(agent, "What is (2 + 3) * 4?", run_config=config)
+            starting = sdk.for_run(agent) if per_run else agent
+            result = Runner.run_streamed(starting, "What is (2 + 3) * 4?", run_config=config)
             async for _event in result.stream_events():
                 pass
 
     await asyncio.gather(*(one() for _ in range(runs)))
 
 
-def measure(spec: Any, agent: Any, *, loop: str, shared: bool, runs: int) -> float:
+def measure(spec: Any, agent: Any, *, loop: str, shared: bool, runs: int, per_run: bool = True) -> float:
     """CPU ms per run of one block."""
     if shared:
         sdk.mark_shared(agent)
     else:
         vars(agent).pop(sdk.SHARED, None)
     started = time.process_time()
-    (uvloop.run if loop == "uvloop" else asyncio.run)(block(spec, agent, runs))
+    (uvloop.run if loop == "uvloop" else asyncio.run)(block(spec, agent, runs, per_run and shared))
     return (time.process_time() - started) * 1000 / runs
 
 
 def main() -> None:
+    global CONCURRENCY
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--blocks", type=int, default=8, help="blocks of each variant (default: %(default)s)")
     parser.add_argument("--runs", type=int, default=400, help="runs per block (default: %(default)s)")
+    parser.add_argument("--concurrency", type=int, default=CONCURRENCY, help="runs in flight (default: %(default)s)")
     args = parser.parse_args()
+    CONCURRENCY = args.concurrency
     spec = catalog()["calculator"]
-    agent = spec.build("offline")
-    variants = {"asyncio": ("asyncio", True), "uvloop": ("uvloop", True), "unshared": ("uvloop", False)}
-    for loop, shared in variants.values():  # warm-up
-        measure(spec, agent, loop=loop, shared=shared, runs=args.runs // 4)
+    spec.build("offline")
+    agent = spec.built["offline"]  # the shared agent; for_run copies it per run
+    variants = {
+        "asyncio": ("asyncio", True, True),
+        "uvloop": ("uvloop", True, True),
+        "unshared": ("uvloop", False, False),
+        "one": ("uvloop", True, False),
+    }
+    for loop, shared, per_run in variants.values():  # warm-up
+        measure(spec, agent, loop=loop, shared=shared, runs=args.runs // 4, per_run=per_run)
     results: dict[str, list[float]] = {name: [] for name in variants}
     for n in range(args.blocks):
-        for name, (loop, shared) in variants.items():
-            results[name].append(measure(spec, agent, loop=loop, shared=shared, runs=args.runs))
+        for name, (loop, shared, per_run) in variants.items():
+            results[name].append(measure(spec, agent, loop=loop, shared=shared, runs=args.runs, per_run=per_run))
         print(f"block {n + 1}/{args.blocks}", file=sys.stderr, flush=True)
     for name, values in results.items():
         print(f"{name:9s} median {statistics.median(values):.2f} CPU ms/run  {[round(v, 2) for v in values]}")
-    for label, a, b in (("uvloop / asyncio", "asyncio", "uvloop"), ("remembered / built", "unshared", "uvloop")):
+    for label, a, b in (
+        ("uvloop / asyncio", "asyncio", "uvloop"),
+        ("remembered / built", "unshared", "uvloop"),
+        ("own copy / one object", "one", "uvloop"),
+    ):
         ratios = [y / x for x, y in zip(results[a], results[b], strict=True)]
         print(f"{label}: median {statistics.median(ratios):.3f} per block pair {[round(r, 3) for r in ratios]}")
 

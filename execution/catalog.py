@@ -32,7 +32,7 @@ from django.conf import settings
 from django.core.checks import Error, register
 
 from common.limits import clip, truncation_marker
-from execution.sdk import mark_shared
+from execution.sdk import for_run, mark_shared
 from harness.agents import AgentEntry, OfflineScript
 from runs.registry import SANDBOX_TOOL_NAMES, AgentSpec, OfflineToolCall, sdk_approval_check
 
@@ -80,7 +80,8 @@ class CatalogAgent:
 
     def build(self, model: Any) -> Agent[Any]:
         """The SDK agent for a run (tool outputs capped, approval rules applied): built once
-        per process and model name where `reusable`, else fresh. `model` is the run's model
+        per process and model name where `reusable` (each run gets its own shallow copy,
+        `sdk.for_run`), else fresh. `model` is the run's model
         (its name, or the Model object that will answer)."""
         if not isinstance(model, str) or not self.reusable:
             return self._build(model)
@@ -88,7 +89,7 @@ class CatalogAgent:
         if agent is None:
             agent = self.built[model] = self._build(model)
             mark_shared(agent)  # shared by this process's runs, so never changed
-        return agent
+        return for_run(agent)
 
     def _build(self, model: Any) -> Agent[Any]:
         if isinstance(self.declared, AgentSpec):

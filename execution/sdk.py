@@ -15,6 +15,9 @@ Four things the SDK works out on every run give the same answer for the life of 
   the harness builds once and shares between runs (`mark_shared`: shared, so never changed),
   the keys are worked out once.
 
+And one thing it does per agent object grows with the runs in flight, so each run of a shared
+agent gets its own shallow copy (`for_run`).
+
 Together they were about 17% of the run engine's CPU on a trivial run. Here each answer is
 worked out once per class, function or shared agent. Where this SDK version does not make those checks where
 expected, nothing is changed and `install` says so.
@@ -22,6 +25,7 @@ expected, nothing is changed and `install` says so.
 
 from __future__ import annotations
 
+import copy
 import logging
 import typing
 import weakref
@@ -92,6 +96,33 @@ def mark_shared(agent: Any) -> None:
     """`agent` is shared by the runs of this process and never changed: the identity keys of
     the agents reachable from it may be remembered. (A clone is a new object, unmarked.)"""
     vars(agent).setdefault(SHARED, None)
+
+
+def for_run(agent: Any) -> Any:
+    """A run's own object for a shared agent: a shallow copy (its tools, guardrails, model
+    settings ... are the shared agent's own objects), its identity key carried over.
+
+    While a run is in flight the SDK keeps a record of it on each agent object it uses, and
+    checks every record of that object several times a turn (whether `Agent.tools` changed
+    under concurrent runs): with one object shared by N runs in flight, each check is O(N), so
+    a run's cost grew with the process's concurrency. With an object per run each check sees
+    one record. An agent with handoffs stays shared: its graph's keys would not carry over.
+    """
+    state = vars(agent)
+    if SHARED not in state or agent.handoffs:
+        return agent
+    kept = state[SHARED]
+    if kept is None:
+        from agents._run_state_agent_identity import _build_agent_identity_keys_by_id
+
+        kept = state[SHARED] = (id(agent), MappingProxyType(_build_agent_identity_keys_by_id(agent)))
+    owner, keys = kept
+    run_agent = copy.copy(agent)
+    if owner == id(agent) and len(keys) == 1:
+        vars(run_agent)[SHARED] = (id(run_agent), MappingProxyType({id(run_agent): keys[id(agent)]}))
+    else:  # not the keys of this agent alone: built for the copy when first asked
+        vars(run_agent)[SHARED] = None
+    return run_agent
 
 
 def remembered_for_shared(build: Callable[[Any], Any]) -> Callable[[Any], Any]:

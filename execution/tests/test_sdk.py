@@ -185,8 +185,9 @@ def test_a_shared_agent_s_identity_keys_are_built_once_per_process_and_as_the_sd
 
     # The harness's shared agents: a run on one builds no keys again.
     spec = catalog()["calculator"]
-    agent = spec.build("offline")
-    assert agent is spec.build("offline") and "_harness_identity_keys" in vars(agent)
+    spec.build("offline")
+    agent = spec.built["offline"]
+    assert "_harness_identity_keys" in vars(agent)
     built: list[object] = []
 
     def counted(starting_agent):
@@ -211,3 +212,66 @@ def test_a_shared_agent_s_identity_keys_are_built_once_per_process_and_as_the_sd
             original
         )
     assert built == [agent]
+
+
+def test_each_run_of_a_shared_agent_gets_its_own_copy_so_the_sdk_s_checks_do_not_grow_with_concurrency():
+    import asyncio
+
+    from agents import Agent, RunConfig, Runner, handoff
+    from agents._run_state_agent_identity import _build_agent_identity_keys_by_id as sdk_keys
+    from agents.run_internal import agent_tool_configuration, tool_use_tracker
+
+    import execution.executor  # noqa: F401 (installs the adjustments, as every executing process does)
+    from execution.catalog import catalog
+    from execution.offline import OfflineModel
+
+    spec = catalog()["calculator"]
+    first, second = spec.build("offline"), spec.build("offline")
+    shared = spec.built["offline"]
+    assert first is not second and shared is not first and shared is not second
+    # The same configuration: the very tools, guardrails and settings objects.
+    assert first.tools is shared.tools and first.model_settings is shared.model_settings
+    # Each copy's identity key is the shared agent's, carried over, not built again.
+    assert tool_use_tracker._build_agent_identity_keys_by_id(first) == sdk_keys(first) == {id(first): shared.name}
+    assert vars(first)["_harness_identity_keys"][0] == id(first)
+
+    # 20 runs in flight at once: the SDK keeps one record per agent object, never 20 on one.
+    most: list[int] = []
+    records = agent_tool_configuration._resolutions
+
+    async def one() -> str:
+        config = RunConfig(model=OfflineModel(spec), tracing_disabled=True)
+        result = Runner.run_streamed(spec.build("offline"), "What is (2 + 3) * 4?", run_config=config)
+        async for _event in result.stream_events():
+            most.append(max((len(active) for active in records.values()), default=0))
+        return str(result.final_output)
+
+    async def many() -> list[str]:
+        return await asyncio.gather(*(one() for _ in range(20)))
+
+    outputs = asyncio.run(many())
+    assert all("20" in output for output in outputs)
+    assert most and max(most) == 1
+
+    # The same 20 on the one shared object: 20 records on it, each checked at every check.
+    async def on_shared() -> None:
+        async def run() -> None:
+            config = RunConfig(model=OfflineModel(spec), tracing_disabled=True)
+            result = Runner.run_streamed(shared, "What is (2 + 3) * 4?", run_config=config)
+            async for _event in result.stream_events():
+                most.append(len(records.get(id(shared), ())))
+
+        await asyncio.gather(*(run() for _ in range(20)))
+
+    most.clear()
+    asyncio.run(on_shared())
+    assert max(most) == 20
+    assert id(shared) not in records and not records
+
+    # An agent with handoffs stays shared (its graph's keys would not carry over).
+    root = Agent(name="root", handoffs=[handoff(Agent(name="helper"))])
+    sdk.mark_shared(root)
+    assert sdk.for_run(root) is root
+    # An agent not marked shared is its own run's already.
+    plain = Agent(name="plain")
+    assert sdk.for_run(plain) is plain
