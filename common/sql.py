@@ -318,11 +318,42 @@ def fetch_values(
     """The fields `names` of every row of `model` that `where` (SQL on its columns) matches, as
     `values_list(*names)` gives them, with a statement compiled once per shape (and the INSERTs
     waiting in an `inserts_together` block made by the same statement, `with_waiting`)."""
-    cols, converters, attnames = _row_shape(model)
-    indexes = [attnames.index(model._meta.get_field(name).attname) for name in names]  # type: ignore[union-attr]
     with connection.cursor() as cursor:
         cursor.execute(*with_waiting(_values_sql(model, names, where, order_by), params))
         rows = cursor.fetchall()
+    return _converted(model, names, rows)
+
+
+def fetch_values_beside(
+    scalar: str,
+    scalar_params: list[Any],
+    model: type[models.Model],
+    names: tuple[str, ...],
+    where: str,
+    params: list[Any],
+    *,
+    order_by: str = "",
+) -> tuple[Any, list[tuple[Any, ...]]]:
+    """`fetch_values`, and the one value the SELECT `scalar` gives, read by the same statement
+    (Postgres; one snapshot for both): (that value, the rows)."""
+    quote = connection.ops.quote_name
+    selected = ", ".join(f"r.{quote(str(model._meta.get_field(name).column))}" for name in names)  # type: ignore[union-attr]
+    inner = _values_sql(model, names, where, "").replace("SELECT ", "SELECT TRUE AS found_, ", 1)
+    sql = (
+        f"SELECT x.v, r.found_, {selected} FROM ({scalar}) AS x(v) LEFT JOIN ({inner}) AS r ON TRUE"  # noqa: S608 (names are ours)
+        + (f" ORDER BY r.{order_by}" if order_by else "")
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(*with_waiting(sql, [*scalar_params, *params]))
+        rows = cursor.fetchall()
+    value = rows[0][0] if rows else None
+    return value, _converted(model, names, [row[2:] for row in rows if row[1]])
+
+
+def _converted(model: type[models.Model], names: tuple[str, ...], rows: list[Any]) -> list[tuple[Any, ...]]:
+    """Database rows of the fields `names`, converted as `values_list` converts them."""
+    cols, converters, attnames = _row_shape(model)
+    indexes = [attnames.index(model._meta.get_field(name).attname) for name in names]  # type: ignore[union-attr]
     convert = [
         (position, cols[index], converters[index]) for position, index in enumerate(indexes) if converters[index]
     ]

@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from audit.services import Actor, audit_record
 from common.db import unique_row
-from common.sql import fetch_values, insert_object, insert_rows, inserts_together
+from common.sql import fetch_values, fetch_values_beside, insert_object, insert_rows, inserts_together
 from common.text import safe_data, safe_text
 from runs import events
 from runs.models import Run, Session, SessionItem, Span, Trace
@@ -268,35 +268,37 @@ def run_claim(*, run_id: str, worker_id: str, principal_cap: int | None = None) 
     lease = now + timedelta(seconds=settings.HARNESS_RUN_LEASE_SECONDS)
     table = connection.ops.quote_name(Run._meta.db_table)
     columns = ", ".join(CLAIM_COLUMNS)
+    # On Postgres the owner's lock is taken by the claim's UPDATE, and the owner's running runs
+    # are counted by the statement that writes the claim's rows (below): a later statement, so
+    # it sees every claim committed before the lock was ours.
+    folded = principal_cap is not None and connection.vendor == "postgresql"
+    locking = ", pg_advisory_xact_lock(%s, owner_id)" if folded else ""
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {table} SET status = %s, worker_id = %s, attempts = attempts + 1, "  # noqa: S608 (names are ours)
             "lease_expires_at = %s, started_at = %s, event_seq = event_seq + 1 "
-            f"WHERE id = %s AND status = %s RETURNING {columns}",
+            f"WHERE id = %s AND status = %s RETURNING {columns}{locking}",
             [
                 Run.Status.RUNNING,
                 worker_id,
                 *_prep_datetimes(lease, now),
                 run_id,
                 Run.Status.QUEUED,
+                *([CLAIM_LOCK_SPACE] if folded else []),
             ],
         )
         row = cursor.fetchone()
     if row is None:
         return None
-    run = Run.from_db(connection.alias, list(CLAIM_FIELDS), _from_db_values(row))
-    if principal_cap is not None:
+    run = Run.from_db(connection.alias, list(CLAIM_FIELDS), _from_db_values(row[: len(CLAIM_FIELDS)]))
+    counting = (
+        f"SELECT COUNT(*) FROM {table} WHERE owner_id = %s AND status = %s",  # noqa: S608 (names are ours)
+        [run.owner_id, Run.Status.RUNNING],
+    )
+    if principal_cap is not None and not folded:
         with connection.cursor() as cursor:
-            if connection.vendor == "postgresql":
-                cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [CLAIM_LOCK_SPACE, run.owner_id])
-            cursor.execute(
-                f"SELECT COUNT(*) FROM {table} WHERE owner_id = %s AND status = %s",  # noqa: S608 (names are ours)
-                [run.owner_id, Run.Status.RUNNING],
-            )
-            inflight = cursor.fetchone()[0]
-        if inflight > principal_cap:  # this run counts itself
-            transaction.set_rollback(True)
-            raise PrincipalBusy(run.owner_id, inflight - 1)
+            cursor.execute(*counting)
+            _busy_unless_room(run, cursor.fetchone()[0], principal_cap)
     if run.attempts > 1:
         # What an earlier, lost attempt wrote to the conversation would be repeated.
         SessionItem.objects.filter(run=run).delete()
@@ -328,8 +330,23 @@ def run_claim(*, run_id: str, worker_id: str, principal_cap: int | None = None) 
             data=started,
         )
         # The session's conversation, read by the statement that writes them.
-        history = fetch_values(SessionItem, ("id", "data"), "session_id = %s", [run.session_id], order_by="id")
+        if folded:
+            inflight, history = fetch_values_beside(
+                *counting, SessionItem, ("id", "data"), "session_id = %s", [run.session_id], order_by="id"
+            )
+        else:
+            history = fetch_values(SessionItem, ("id", "data"), "session_id = %s", [run.session_id], order_by="id")
+    if folded:
+        _busy_unless_room(run, inflight, principal_cap)  # type: ignore[arg-type]
     return Claim(run=run, history=history, resume=resume)
+
+
+def _busy_unless_room(run: Run, inflight: int, principal_cap: int) -> None:
+    """Raise PrincipalBusy, and roll back the claim, if its owner has more than `principal_cap`
+    runs running (this one counts itself)."""
+    if inflight > principal_cap:
+        transaction.set_rollback(True)
+        raise PrincipalBusy(run.owner_id, inflight - 1)
 
 
 # What a claim reads back from its UPDATE: all the worker needs of the run, as

@@ -337,3 +337,32 @@ def test_numbered_rows_go_with_their_counter_in_one_statement_or_not_at_all(alic
             params=[1, run.pk],
         )
     assert RunEvent.objects.filter(run=run).count() == 2 and Run.objects.get(pk=run.pk).event_seq == 2
+
+
+def test_a_value_is_read_beside_the_rows_by_one_statement_with_the_waiting_inserts(alice):
+    from common.sql import fetch_values, fetch_values_beside, inserts_together
+    from runs.models import RunEvent, SessionItem
+
+    if connection.vendor != "postgresql":
+        pytest.skip("a Postgres statement (the claim's, on Postgres only)")
+    session = insert_object(Session(owner=alice.user))
+    run = insert_object(Run(owner=alice.user, session=session, agent="calculator", model="offline", input="x"))
+    items = [{"n": 3}, {"n": 1}, {"n": 2, "nested": [None, "é"]}]
+    insert_rows(SessionItem, [{"session": session.pk, "data": item, "created_at": timezone.now()} for item in items])
+    count = ("SELECT COUNT(*) FROM runs_run WHERE owner_id = %s", [alice.user.pk])
+    where = ("session_id = %s", [session.pk])
+    value, rows = fetch_values_beside(*count, SessionItem, ("id", "data"), *where, order_by="id")
+    assert value == 1
+    assert rows == fetch_values(SessionItem, ("id", "data"), *where, order_by="id")
+    assert [data for _, data in rows] == items  # in id order, converted as values_list converts them
+    # No rows: the value still comes back.
+    assert fetch_values_beside(*count, SessionItem, ("id",), "session_id = %s", ["sess_none"]) == (1, [])
+    # The inserts waiting in the block go with it, in the same statement; it does not see them.
+    with CaptureQueriesContext(connection) as queries, transaction.atomic(), inserts_together():
+        insert_rows(RunEvent, [{"run": run.pk, "seq": 1, "type": "x", "data": {}, "created_at": timezone.now()}])
+        value, rows = fetch_values_beside(
+            "SELECT COUNT(*) FROM runs_runevent WHERE run_id = %s", [run.pk], SessionItem, ("id",), *where
+        )
+    statements = [query["sql"] for query in queries if not query["sql"].startswith(("SAVEPOINT", "RELEASE"))]
+    assert len(statements) == 1 and (value, len(rows)) == (0, 3)
+    assert RunEvent.objects.filter(run=run).count() == 1
