@@ -291,9 +291,9 @@ def run_claim(*, run_id: str, worker_id: str, principal_cap: int | None = None) 
     if row is None:
         return None
     run = Run.from_db(connection.alias, list(CLAIM_FIELDS), _from_db_values(row[: len(CLAIM_FIELDS)]))
-    counting = (
+    counting: tuple[str, list[Any]] = (
         f"SELECT COUNT(*) FROM {table} WHERE owner_id = %s AND status = %s",  # noqa: S608 (names are ours)
-        [run.owner_id, Run.Status.RUNNING],
+        [run.owner_id, str(Run.Status.RUNNING)],
     )
     if principal_cap is not None and not folded:
         with connection.cursor() as cursor:
