@@ -100,13 +100,15 @@ def mark_shared(agent: Any) -> None:
 
 def for_run(agent: Any) -> Any:
     """A run's own object for a shared agent: a shallow copy (its tools, guardrails, model
-    settings ... are the shared agent's own objects), its identity key carried over.
+    settings ... are the shared agent's own objects, in a list of the run's own), its identity
+    key carried over.
 
     While a run is in flight the SDK keeps a record of it on each agent object it uses, and
     checks every record of that object several times a turn (whether `Agent.tools` changed
     under concurrent runs): with one object shared by N runs in flight, each check is O(N), so
     a run's cost grew with the process's concurrency. With an object per run each check sees
-    one record. An agent with handoffs stays shared: its graph's keys would not carry over.
+    one record. An agent whose graph holds other agents (handoffs, agents as tools) stays
+    shared: its graph's keys would not carry over to a copy.
     """
     state = vars(agent)
     if SHARED not in state or agent.handoffs:
@@ -117,11 +119,12 @@ def for_run(agent: Any) -> Any:
 
         kept = state[SHARED] = (id(agent), MappingProxyType(_build_agent_identity_keys_by_id(agent)))
     owner, keys = kept
+    if owner != id(agent) or set(keys) != {id(agent)}:
+        return agent
     run_agent = copy.copy(agent)
-    if owner == id(agent) and len(keys) == 1:
-        vars(run_agent)[SHARED] = (id(run_agent), MappingProxyType({id(run_agent): keys[id(agent)]}))
-    else:  # not the keys of this agent alone: built for the copy when first asked
-        vars(run_agent)[SHARED] = None
+    # The run's own list: a hook that changes it in place changes this run's tools only.
+    vars(run_agent)["tools"] = list(agent.tools)
+    vars(run_agent)[SHARED] = (id(run_agent), MappingProxyType({id(run_agent): keys[id(agent)]}))
     return run_agent
 
 

@@ -88,11 +88,11 @@ def test_an_agent_is_built_once_per_model_unless_its_run_needs_its_own(modules):
     # Configuration shared by every run of a model: built once, the declared agent left alone;
     # each run gets its own shallow copy of it (the same tools, settings ... objects).
     one, two = pinger.build("offline"), pinger.build("offline")
-    assert one is not two and one.tools is two.tools is pinger.built["offline"].tools
+    assert one is not two and one.tools[0] is two.tools[0] is pinger.built["offline"].tools[0]
     assert pinger.built["offline"] is not pinger.declared.agent
-    assert one.tools is not pinger.declared.agent.tools
-    assert pinger.build("offline").tools is not pinger.build("gpt-5.4-mini").tools
-    assert calculator.build("offline").tools is calculator.build("offline").tools
+    assert one.tools[0] is not pinger.declared.agent.tools[0]
+    assert pinger.build("offline").tools[0] is not pinger.build("gpt-5.4-mini").tools[0]
+    assert calculator.build("offline").tools[0] is calculator.build("offline").tools[0]
     assert pinger.build("offline").tools[0].needs_approval is True
     # Per run: a factory's agents (MCP servers), a sandbox agent's (its sandbox), a Model object's.
     assert agents["fresh"].build("offline") is not agents["fresh"].build("offline")

@@ -229,8 +229,12 @@ def test_each_run_of_a_shared_agent_gets_its_own_copy_so_the_sdk_s_checks_do_not
     first, second = spec.build("offline"), spec.build("offline")
     shared = spec.built["offline"]
     assert first is not second and shared is not first and shared is not second
-    # The same configuration: the very tools, guardrails and settings objects.
-    assert first.tools is shared.tools and first.model_settings is shared.model_settings
+    # The same configuration: the very tools, guardrails and settings objects; the list of
+    # tools is the run's own, so a hook that changes it in place changes that run's only.
+    assert first.model_settings is shared.model_settings and first.input_guardrails is shared.input_guardrails
+    assert first.tools is not shared.tools and all(a is b for a, b in zip(first.tools, shared.tools, strict=True))
+    first.tools.append(object())
+    assert len(second.tools) == len(shared.tools) == len(first.tools) - 1
     # Each copy's identity key is the shared agent's, carried over, not built again.
     assert tool_use_tracker._build_agent_identity_keys_by_id(first) == sdk_keys(first) == {id(first): shared.name}
     assert vars(first)["_harness_identity_keys"][0] == id(first)
@@ -268,10 +272,14 @@ def test_each_run_of_a_shared_agent_gets_its_own_copy_so_the_sdk_s_checks_do_not
     assert max(most) == 20
     assert id(shared) not in records and not records
 
-    # An agent with handoffs stays shared (its graph's keys would not carry over).
+    # An agent whose graph holds other agents stays shared (its graph's keys would not carry
+    # over): handoffs, and agents as tools.
     root = Agent(name="root", handoffs=[handoff(Agent(name="helper"))])
     sdk.mark_shared(root)
     assert sdk.for_run(root) is root
+    boss = Agent(name="boss", tools=[Agent(name="clerk").as_tool(tool_name="clerk", tool_description="x")])
+    sdk.mark_shared(boss)
+    assert sdk.for_run(boss) is boss and len(sdk_keys(boss)) == 2
     # An agent not marked shared is its own run's already.
     plain = Agent(name="plain")
     assert sdk.for_run(plain) is plain
