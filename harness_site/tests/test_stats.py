@@ -144,7 +144,19 @@ def test_percentiles_are_nearest_rank():
     assert percentile_rank(50, 1) == percentile_rank(95, 1) == 0
 
 
-def test_fleet_stats_sum_the_window(alice):
+@pytest.fixture(params=["any moment", "an interval's first second"])
+def clock(request, monkeypatch) -> None:
+    """Now, or a clock moved to 300 ms into the next 5-minute interval (where now - 1 s is the interval before)."""
+    if request.param == "any moment":
+        return
+    real = timezone.now
+    epoch = int(real().timestamp())
+    moved = datetime.fromtimestamp(epoch - epoch % 300 + 300, tz=UTC) + timedelta(milliseconds=300)
+    offset = moved - real()
+    monkeypatch.setattr(timezone, "now", lambda: real() + offset)
+
+
+def test_fleet_stats_sum_the_window(alice, clock):
     now = timezone.now()
     start, end = window_bounds(WINDOWS["1h"], now)
     first = start + timedelta(minutes=1)  # the first 5-minute interval
@@ -167,7 +179,8 @@ def test_fleet_stats_sum_the_window(alice):
     old = finished(alice, at=start - timedelta(minutes=1), status="failed", error="too old")
     Sandbox.objects.create(run=running, provider="local", status="live", deadline=now + timedelta(minutes=5))
     Sandbox.objects.create(run=old, provider="local", status="stopped", deadline=now)
-    now_created = now - timedelta(seconds=1)
+    # In the current (last) interval, even when `now` is in its first second.
+    now_created = max(now - timedelta(seconds=1), end - WINDOWS["1h"].interval)
     Run.objects.filter(pk__in=[cancelled.pk, queued.pk, running.pk, waiting.pk, lost.pk]).update(created_at=now_created)
 
     stats = fleet_stats(window=WINDOWS["1h"], now=now)
