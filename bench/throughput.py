@@ -26,7 +26,9 @@ For b and c: runs/s, submit-to-final-event latency p50/p99, errors, server CPU p
 (utime+stime over the harness's whole process tree, reaped children included; also
 Postgres's and Redis's own CPU, and this client's), Postgres transactions per run
 (pg_stat_database, read over a connection to another database so it counts none of its
-own), and the peak RSS (sum over the tree) and PSS.
+own), what the database's indexes and tables grew by per run (pg_indexes_size and
+pg_table_size of its tables, read before and after the phase), and the peak RSS (sum over
+the tree) and PSS.
 
     uv run python bench/throughput.py                              # everything, Postgres + Redis
     uv run python bench/throughput.py --sqlite --phases a,b,c      # embedded shape, no slow phase
@@ -330,6 +332,14 @@ class Postgres:
             "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = %s", (self.name,)
         ).fetchone()
         return int(row[0]) if row else 0
+
+    def sizes(self) -> tuple[int, int]:
+        """Bytes of the bench database's indexes and of its tables (heap and TOAST), in that order."""
+        row = self.query(
+            "SELECT coalesce(sum(pg_indexes_size(c.oid)), 0), coalesce(sum(pg_table_size(c.oid)), 0) "
+            "FROM pg_class c WHERE c.relkind = 'r' AND c.relnamespace = 'public'::regnamespace"
+        )[0]
+        return int(row[0]), int(row[1])
 
     def query(self, sql: str, params: Any = ()) -> list[tuple[Any, ...]]:
         import psycopg
@@ -836,6 +846,7 @@ def measured_phase(
     harness: Harness, meters: Meters, label: str, runs: int, concurrency: int, args: argparse.Namespace
 ) -> dict[str, Any]:
     pg = harness.postgres
+    sizes_before = pg.sizes() if pg else None
     own_before = pg.own_queries if pg else 0
     xact_before = pg.xacts() if pg else None
     meters.harness_tree.reset_peaks()
@@ -876,6 +887,12 @@ def measured_phase(
         result["pg_xact_per_run"] = result["pg_xacts"] / max(completed, 1)
     else:
         result["pg_xacts"] = result["pg_xact_per_run"] = None
+    result["pg_index_kib_per_run"] = result["pg_table_kib_per_run"] = None
+    if pg is not None and sizes_before is not None:
+        # What the database grew by, per run: its indexes, and its tables.
+        index_bytes, table_bytes = (b - a for a, b in zip(sizes_before, pg.sizes(), strict=True))
+        result["pg_index_kib_per_run"] = index_bytes / 1024 / max(completed, 1)
+        result["pg_table_kib_per_run"] = table_bytes / 1024 / max(completed, 1)
     print_phase(result)
     return result
 
@@ -893,6 +910,8 @@ def print_phase(r: dict[str, Any]) -> None:
         f"postgres CPU {fmt(r['postgres_cpu_ms_per_run'])} ms/run; client CPU {fmt(r['client_cpu_ms_per_run'])} ms/run; "
         f"machine {fmt(r['machine_cpu_ms_per_run'])} ms/run ({fmt(r['machine_busy_cores'], '.2f')} cores busy); "
         f"pg xact/run {fmt(r['pg_xact_per_run'], '.2f')}; "
+        f"pg growth/run: indexes {fmt(r['pg_index_kib_per_run'], '.1f')} KiB, "
+        f"tables {fmt(r['pg_table_kib_per_run'], '.1f')} KiB; "
         f"peak RSS {r['peak_rss_mib']:.0f} MiB"
     )
     if (r["other_load_cores"] or 0) > 0.15:
