@@ -23,13 +23,13 @@ class AuditLog(models.Model):
         SYSTEM = "system", "System"
 
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
-    action = models.CharField(max_length=64, db_index=True)
+    action = models.CharField(max_length=64)
     actor_type = models.CharField(max_length=16, choices=ActorType.choices)
     actor_id = models.CharField(max_length=64, blank=True)
     actor_label = models.CharField(max_length=150, blank=True)
     target_type = models.CharField(max_length=32)
-    target_id = models.CharField(max_length=64, db_index=True)
-    run_id = models.CharField(max_length=64, blank=True, db_index=True)
+    target_id = models.CharField(max_length=64)
+    run_id = models.CharField(max_length=64, blank=True)
     data = models.JSONField(default=dict, blank=True)
 
     objects = AuditLogQuerySet.as_manager()
@@ -38,6 +38,12 @@ class AuditLog(models.Model):
         ordering = ["-id"]
         verbose_name = "audit log entry"
         verbose_name_plural = "audit log"
+        # Plain b-tree indexes: db_index=True on a string field adds an unused `_like` index on Postgres.
+        indexes = [
+            models.Index(fields=["action"], name="audit_action"),
+            models.Index(fields=["target_id"], name="audit_target"),
+            models.Index(fields=["run_id"], name="audit_run"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.action} {self.target_type}:{self.target_id}"

@@ -33,15 +33,16 @@ class Session(models.Model):
 class SessionItem(models.Model):
     """One SDK conversation item (a JSON dict) in a session's memory, in order."""
 
-    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="items")
+    # Indexed by (session, id) below.
+    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="items", db_index=False)
     # The run that added it: a retried attempt removes what its failed attempt left.
-    run = models.ForeignKey("Run", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    run = models.ForeignKey("Run", null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_index=False)
     data = models.JSONField()
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["id"]
-        indexes = [models.Index(fields=["session", "id"])]
+        indexes = [models.Index(fields=["session", "id"]), models.Index(fields=["run"], name="session_item_run")]
 
     def __str__(self) -> str:
         return f"{self.session_id}#{self.pk}"
@@ -66,14 +67,17 @@ class Run(models.Model):
     FINISHED_STATUSES = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
 
     id = models.CharField(primary_key=True, max_length=id_field_length("run"), default=new_run_id, editable=False)
-    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="agent_runs")
-    session = models.ForeignKey(Session, on_delete=models.PROTECT, related_name="runs")
-    agent = models.CharField(max_length=64, db_index=True)
-    model = models.CharField(max_length=100, db_index=True)
+    # Indexed by run_owner_recent (owner, -id).
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="agent_runs", db_index=False
+    )
+    session = models.ForeignKey(Session, on_delete=models.PROTECT, related_name="runs", db_index=False)
+    agent = models.CharField(max_length=64)
+    model = models.CharField(max_length=100)
     input = models.TextField()
     # Artifact ids (of the owner's earlier runs) brought into a sandbox agent's workspace.
     input_files = models.JSONField(default=list, blank=True)
-    status = models.CharField(max_length=24, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    status = models.CharField(max_length=24, choices=Status.choices, default=Status.QUEUED)
     output = models.TextField(null=True, blank=True)  # noqa: DJ001 (null: no output yet; "" is an empty answer)
     # An agent with a structured output type (the SDK's output_type): its output as JSON.
     output_json = models.JSONField(null=True, blank=True)
@@ -104,15 +108,27 @@ class Run(models.Model):
     # The model calls as recorded (execution.cassette): what a golden eval row replays.
     model_calls = models.JSONField(default=list, blank=True)
     # Where the run came from: the API, or the eval runner.
-    origin = models.CharField(max_length=16, default="api", db_index=True)
+    origin = models.CharField(max_length=16, default="api")
     # The run this one retries (an operator's "retry": a new run with the same input).
-    retry_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="retries")
+    retry_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="retries", db_index=False
+    )
 
     objects = RunQuerySet.as_manager()
 
     class Meta:
         ordering = ["-id"]
-        indexes = [models.Index(fields=["owner", "-id"], name="run_owner_recent")]
+        # Plain b-tree indexes: a string field's db_index=True would add a second, `_like`
+        # (varchar_pattern_ops) index on Postgres, which no query here uses and every write pays for.
+        indexes = [
+            models.Index(fields=["owner", "-id"], name="run_owner_recent"),
+            models.Index(fields=["session"], name="run_session"),
+            models.Index(fields=["agent"], name="run_agent"),
+            models.Index(fields=["model"], name="run_model"),
+            models.Index(fields=["status"], name="run_status"),
+            models.Index(fields=["origin"], name="run_origin"),
+            models.Index(fields=["retry_of"], name="run_retry_of"),
+        ]
         permissions = [("retry_run", "Can retry runs")]
 
     def __str__(self) -> str:
@@ -132,7 +148,7 @@ class Run(models.Model):
 class RunEvent(models.Model):
     """The durable, ordered log of what happened in a run (`seq` is 1, 2, 3 ... per run)."""
 
-    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="events")
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="events", db_index=False)  # (run, seq)
     seq = models.PositiveIntegerField()
     type = models.CharField(max_length=40)
     data = models.JSONField(default=dict)
@@ -153,7 +169,7 @@ class Trace(models.Model):
     """One SDK trace (a workflow), captured by the harness's tracing processor."""
 
     id = models.CharField(primary_key=True, max_length=64)
-    run = models.ForeignKey(Run, null=True, blank=True, on_delete=models.CASCADE, related_name="traces")
+    run = models.ForeignKey(Run, null=True, blank=True, on_delete=models.CASCADE, related_name="traces", db_index=False)
     workflow_name = models.CharField(max_length=200)
     group_id = models.CharField(max_length=64, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
@@ -162,6 +178,7 @@ class Trace(models.Model):
 
     class Meta:
         ordering = ["-started_at"]
+        indexes = [models.Index(fields=["run"], name="trace_run")]
 
     def __str__(self) -> str:
         return self.id
@@ -171,10 +188,10 @@ class Span(models.Model):
     """One SDK span: agent, generation/response, function (tool), handoff, guardrail, custom."""
 
     id = models.CharField(primary_key=True, max_length=64)
-    trace = models.ForeignKey(Trace, on_delete=models.CASCADE, related_name="spans")
-    run = models.ForeignKey(Run, null=True, blank=True, on_delete=models.CASCADE, related_name="spans")
+    trace = models.ForeignKey(Trace, on_delete=models.CASCADE, related_name="spans", db_index=False)
+    run = models.ForeignKey(Run, null=True, blank=True, on_delete=models.CASCADE, related_name="spans", db_index=False)
     parent_id = models.CharField(max_length=64, blank=True)
-    kind = models.CharField(max_length=32, db_index=True)
+    kind = models.CharField(max_length=32)
     name = models.CharField(max_length=200, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     ended_at = models.DateTimeField(null=True, blank=True)
@@ -186,6 +203,11 @@ class Span(models.Model):
 
     class Meta:
         ordering = ["started_at"]
+        indexes = [
+            models.Index(fields=["trace"], name="span_trace"),
+            models.Index(fields=["run"], name="span_run"),
+            models.Index(fields=["kind"], name="span_kind"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.kind} {self.name}"
