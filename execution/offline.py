@@ -20,6 +20,7 @@ from typing import Any
 from agents import Model, ModelSettings, ModelTracing, Usage, generation_span
 from agents.items import ModelResponse, TResponseInputItem, TResponseOutputItem, TResponseStreamEvent
 from agents.testing import ModelStep, ScriptedModel, assistant_message, function_call
+from agents.testing.model import ModelCall
 from openai.types.responses import (
     Response,
     ResponseCompletedEvent,
@@ -96,6 +97,18 @@ def model_step(output: list[Any], usage: Usage, response_id: str) -> ModelStep:
     return ModelStep(output=output, usage=usage, response_id=response_id)
 
 
+class _OneCall(ScriptedModel):
+    """The SDK's scripted model for the one call it is made for, keeping no record of that call.
+
+    ScriptedModel records every call for a test's assertions: it deep-copies the call's input (the
+    whole conversation so far, so the copy grows with each turn) and its settings twice. A StepModel
+    makes one per call and drops it after, so the record is never read; this one skips it.
+    """
+
+    def _record_call(self, **call: Any) -> ModelCall:
+        return ModelCall(**call)
+
+
 class StepModel(Model):
     """A model that decides each call with `_step` and streams it like the real service would."""
 
@@ -140,7 +153,7 @@ class StepModel(Model):
         self.handoff_names = tuple(getattr(handoff, "tool_name", "") for handoff in handoffs)
         step = self._step(system_instructions, input, tools)
         with self._span(step, input, tracing):
-            return await ScriptedModel([step]).get_response(
+            return await _OneCall([step]).get_response(
                 system_instructions,
                 input,
                 model_settings,
@@ -170,7 +183,7 @@ class StepModel(Model):
         self.handoff_names = tuple(getattr(handoff, "tool_name", "") for handoff in handoffs)
         step = self._step(system_instructions, input, tools)
         with self._span(step, input, tracing):
-            events = ScriptedModel([step]).stream_response(
+            events = _OneCall([step]).stream_response(
                 system_instructions,
                 input,
                 model_settings,

@@ -283,3 +283,46 @@ def test_each_run_of_a_shared_agent_gets_its_own_copy_so_the_sdk_s_checks_do_not
     # An agent not marked shared is its own run's already.
     plain = Agent(name="plain")
     assert sdk.for_run(plain) is plain
+
+
+def test_the_offline_model_copies_no_call_s_conversation(monkeypatch):
+    """The SDK's scripted model records each call by deep-copying its input; the offline model, whose
+    scripted models live for one call, skips that record, so a turn costs no copy of the conversation."""
+    import asyncio
+    import copy
+    import types
+
+    import agents.testing.model as scripted
+    from agents import RunConfig, Runner
+
+    import execution.executor  # noqa: F401 (installs the adjustments, as every executing process does)
+    from execution.catalog import catalog
+    from execution.offline import OfflineModel
+
+    copied: list[object] = []
+    real_deepcopy = copy.deepcopy
+
+    def deepcopy(value: object, memo: object = None) -> object:
+        copied.append(value)
+        return real_deepcopy(value, memo)  # type: ignore[arg-type]
+
+    # Only the scripted model's own copies (agents/testing/model.py), not the rest of the SDK's.
+    monkeypatch.setattr(scripted, "copy", types.SimpleNamespace(deepcopy=deepcopy, copy=copy.copy))
+    spec = catalog()["calculator"]
+
+    async def both() -> list[str]:
+        config = RunConfig(model=OfflineModel(spec), tracing_disabled=True)
+        done = await Runner.run(spec.build("offline"), "What is (2 + 3) * 4?", run_config=config)
+        streamed = Runner.run_streamed(spec.build("offline"), "What is (2 + 3) * 4?", run_config=config)
+        async for _event in streamed.stream_events():
+            pass
+        return [str(done.final_output), str(streamed.final_output)]
+
+    assert all("20" in output for output in asyncio.run(both()))
+    conversations = [
+        value
+        for value in copied
+        if isinstance(value, list) and any(isinstance(item, dict) and item.get("role") == "user" for item in value)
+    ]
+    settings = [value for value in copied if type(value).__name__ == "ModelSettings"]
+    assert copied and conversations == [] and settings == []
