@@ -203,7 +203,9 @@ class Engine:
                 services.run_claim, run_id=run_id, worker_id=handle.token, principal_cap=self.principal_cap
             )
         except services.PrincipalBusy as busy:
-            self.held.setdefault(busy.owner_id, deque()).append(run_id)
+            held = self.held.setdefault(busy.owner_id, deque())
+            if run_id not in held:  # the reaper may enqueue a held run again
+                held.append(run_id)
             return None
         if claim is None:
             logger.info("run not claimed: already taken, cancelled or finished", extra={"run_id": run_id})

@@ -13,6 +13,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import connection, transaction
+from django.db.models import Count
 from django.utils import timezone
 
 from audit.services import Actor, audit_record
@@ -665,11 +666,72 @@ def run_reap(*, now: datetime | None = None) -> ReapReport:
     return report
 
 
+# Queued runs the reaper looks at per pass, oldest first.
+LOST_CHECK_BATCH = 500
+
+
+def tasks_waiting(broker: Any, tasks: list[str]) -> set[str] | None:
+    """Which of these tasks wait on the broker's run queue; None for a broker this cannot read.
+
+    A Redis list is searched with LPOS (pipelined; LRANGE where the server predates it); the
+    ORM queue's rows are queried by payload, a task a worker has taken but not yet
+    acknowledged included."""
+    from django_q.brokers.orm import ORM
+    from django_q.brokers.redis_broker import Redis
+
+    if not tasks:
+        return set()
+    if isinstance(broker, Redis):
+        import redis
+
+        client = broker.connection
+        try:
+            pipe = client.pipeline(transaction=False)
+            for task in tasks:
+                pipe.lpos(broker.list_key, task)
+            return {task for task, position in zip(tasks, pipe.execute(), strict=True) if position is not None}
+        except redis.ResponseError:  # no LPOS before Redis 6.0.6
+            queued = {
+                item.decode() if isinstance(item, bytes) else item for item in client.lrange(broker.list_key, 0, -1)
+            }
+            return queued & set(tasks)
+    if isinstance(broker, ORM):
+        rows = broker.get_connection().filter(key=broker.list_key, payload__in=tasks)
+        return set(rows.values_list("payload", flat=True))
+    return None
+
+
 def _reenqueue_lost(now: datetime) -> list[str]:
+    """Queued runs past HARNESS_REQUEUE_AFTER_SECONDS whose task is not on the run queue: the
+    broker was down when they were made, or lost its data (a Redis restarted without
+    persistence, flushed or failed over), however long the queue is meanwhile.
+
+    The oldest LOST_CHECK_BATCH queued runs are looked for on the queue in one round trip. A
+    run held back by the principal cap waits in a worker's memory, not on the queue, so the
+    runs of an owner at the cap are left alone until the owner is below it (their held runs
+    are claimed then, a lost one is enqueued again by the next pass); the engine also drops a
+    task for a run it already holds, and a claim makes any other repeat harmless."""
     cutoff = now - timedelta(seconds=settings.HARNESS_REQUEUE_AFTER_SECONDS)
-    lost = list(Run.objects.filter(status=Run.Status.QUEUED, created_at__lt=cutoff).values_list("id", flat=True)[:100])
-    if not lost or run_broker().queue_size() > 0:
+    at_cap = (
+        Run.objects.filter(status=Run.Status.RUNNING)
+        .values("owner_id")
+        .annotate(running=Count("id"))
+        .filter(running__gte=settings.HARNESS_PRINCIPAL_MAX_INFLIGHT)
+        .values("owner_id")
+    )
+    queued = Run.objects.filter(status=Run.Status.QUEUED, created_at__lt=cutoff).exclude(owner_id__in=at_cap)
+    lost = list(queued.order_by("created_at", "id").values_list("id", flat=True)[:LOST_CHECK_BATCH])
+    if not lost:
         return []
+    broker = run_broker()
+    try:
+        waiting = tasks_waiting(broker, [f"{RUN_TASK_PREFIX}{run_id}" for run_id in lost])
+        if waiting is None and broker.queue_size() > 0:
+            return []  # a broker whose queue cannot be searched: only an empty queue says they are lost
+    except Exception as exc:
+        logger.warning("run queue unavailable: lost runs are enqueued again later", extra={"error": type(exc).__name__})
+        return []
+    lost = [run_id for run_id in lost if f"{RUN_TASK_PREFIX}{run_id}" not in (waiting or ())]
     enqueued = []
     for run_id in lost:
         logger.warning("re-enqueueing a queued run whose task was lost", extra={"run_id": run_id})

@@ -170,6 +170,24 @@ def test_a_blocking_sync_tool_does_not_delay_another_run_on_the_same_loop(alice,
 
 
 @override_settings(HARNESS_OFFLINE_DELAY_MS=SLOW_WORD_MS)
+def test_a_held_run_enqueued_again_is_held_once(alice):
+    runs = [make_run(alice) for _ in range(2)]
+    with serving(concurrency=3, principal_cap=1) as engine:
+        wait_until(lambda: Run.objects.filter(status="running").count() == 1)
+        wait_until(lambda: sum(len(held) for held in engine.held.values()) == 1)
+        held = next(iter(engine.held.values()))[0]
+        services.run_enqueue(held)  # as the reaper does for a queued run it cannot find on the queue
+        wait_until(lambda: services.run_broker().queue_size() == 0)
+        time.sleep(0.3)  # the repeat was taken and claimed against the cap
+        assert [list(queue) for queue in engine.held.values()] == [[held]]
+    assert services.run_broker().queue_size() == 1  # given back once at the stop
+    assert sorted(Run.objects.filter(pk__in=[r.pk for r in runs]).values_list("status", flat=True)) == [
+        "queued",
+        "succeeded",
+    ]
+
+
+@override_settings(HARNESS_OFFLINE_DELAY_MS=SLOW_WORD_MS)
 def test_a_stopping_worker_puts_the_runs_it_held_back_on_the_queue(alice):
     runs = [make_run(alice) for _ in range(3)]
     with serving(concurrency=3, principal_cap=1):
