@@ -2,8 +2,9 @@
 
 Starts the harness the way `make run` does (`manage.py migrate`, then `manage.py runharness`
 on a free loopback port) with its own environment, in production shape by default: a fresh
-Postgres database (created here, dropped at the end) and Redis (db --redis-db, flushed
-first); `--sqlite` for the embedded shape (SQLite, no Redis). The workload is
+Postgres database (created here, dropped at the end) and Redis (db --redis-db, its keys
+under a HARNESS_REDIS_PREFIX of this invocation's own, deleted at the end: other instances may
+use the same Redis at the same time); `--sqlite` for the embedded shape (SQLite, no Redis). The workload is
 
     POST /api/runs {"input": "What is (2 + 3) * 4?", "agent": "calculator", "model": "offline"}
 
@@ -353,12 +354,16 @@ class Postgres:
         return self.db_conn.execute(sql, params).fetchall()
 
 
-def redis_flush(url: str) -> None:
+def redis_forget(url: str, prefix: str) -> int:
+    """Delete this harness's keys (its queues and its cache), no one else's; how many there were."""
     import redis
 
     client = redis.Redis.from_url(url)
     try:
-        client.flushdb()
+        keys = [key for pattern in (f"django_q:{prefix}*", f"{prefix}:*") for key in client.scan_iter(match=pattern)]
+        if keys:
+            client.delete(*keys)
+        return len(keys)
     finally:
         client.close()
 
@@ -393,6 +398,7 @@ class Harness:
         self.postgres: Postgres | None = None
         self.sqlite_path: Path | None = None
         self.redis_url: str | None = None
+        self.redis_prefix = ""
         env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_DROP_PREFIXES)}
         env.pop("VIRTUAL_ENV", None)
         env.update(
@@ -439,11 +445,13 @@ class Harness:
         use_redis = args.redis == "on" or (args.redis == "auto" and not args.sqlite)
         if use_redis:
             self.redis_url = f"redis://{args.redis_host}:{args.redis_port}/{args.redis_db}"
+            self.redis_prefix = f"bench-{uuid.uuid4().hex[:10]}"
             try:
-                redis_flush(self.redis_url)
+                redis_forget(self.redis_url, self.redis_prefix)
             except Exception as exc:
-                raise HarnessError(f"could not FLUSHDB {self.redis_url}: {exc}") from exc
+                raise HarnessError(f"could not reach Redis at {self.redis_url}: {exc}") from exc
             self.env["REDIS_URL"] = self.redis_url
+            self.env["HARNESS_REDIS_PREFIX"] = self.redis_prefix
         log(f"[{self.label}] migrate ({'sqlite' if args.sqlite else self.postgres.name if self.postgres else '?'})")
         migrate = self.manage("migrate", "--noinput", check=False, timeout=300)
         if migrate.returncode != 0:
@@ -565,7 +573,7 @@ class Harness:
                     log(f"[{self.label}] could not drop database {self.postgres.name}: {exc}")
             if self.redis_url:
                 with contextlib.suppress(Exception):
-                    redis_flush(self.redis_url)
+                    redis_forget(self.redis_url, self.redis_prefix)
             if self.args.keep_workdir:
                 log(f"[{self.label}] kept {self.workdir}")
             else:
@@ -1323,7 +1331,7 @@ def parse_args() -> argparse.Namespace:
     )
     p.add_argument("--redis-host", default="127.0.0.1")
     p.add_argument("--redis-port", type=int, default=6379)
-    p.add_argument("--redis-db", type=int, default=15, help="flushed before and after (default: %(default)s)")
+    p.add_argument("--redis-db", type=int, default=15, help="the Redis database (default: %(default)s)")
     p.add_argument("--pg-host", default="127.0.0.1")
     p.add_argument("--pg-port", type=int, default=5432)
     p.add_argument("--pg-user", default="postgres")
