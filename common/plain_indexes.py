@@ -27,6 +27,20 @@ class Swap(NamedTuple):
     string: bool = True
 
 
+def _bounded_lock_wait(schema_editor: Any) -> None:
+    """On Postgres, wait at most DATABASE_MIGRATE_LOCK_TIMEOUT_SECONDS for each table's lock.
+
+    Dropping or renaming an index locks its table for a moment; behind a long transaction that
+    moment would be a wait, and the app's queries on the tables already locked would queue
+    behind it. Past the timeout the migration fails whole (its transaction rolls back) and can
+    run again."""
+    from django.conf import settings
+
+    if schema_editor.connection.vendor == "postgresql":
+        milliseconds = int(settings.DATABASE_MIGRATE_LOCK_TIMEOUT_SECONDS * 1000)
+        schema_editor.execute(f"SET LOCAL lock_timeout = {milliseconds}")
+
+
 def _names(schema_editor: Any, swap: Swap) -> tuple[str, str]:
     """The names Django gave the column's index and its `_like` index."""
     plain = schema_editor._create_index_name(swap.table, [swap.column], suffix="")
@@ -68,10 +82,12 @@ def swap_indexes(swaps: Sequence[Swap]) -> tuple[Callable[..., None], Callable[.
     """RunPython's forwards and backwards functions for these swaps."""
 
     def forwards(apps: Any, schema_editor: Any) -> None:
+        _bounded_lock_wait(schema_editor)
         for swap in swaps:
             _forwards(schema_editor, swap)
 
     def backwards(apps: Any, schema_editor: Any) -> None:
+        _bounded_lock_wait(schema_editor)
         for swap in reversed(swaps):
             _backwards(schema_editor, swap)
 
@@ -87,6 +103,7 @@ def drop_primary_key_like_indexes(tables: Sequence[tuple[str, str]]) -> tuple[Ca
     def run(schema_editor: Any, create: bool) -> None:
         if schema_editor.connection.vendor != "postgresql":
             return
+        _bounded_lock_wait(schema_editor)
         quote = schema_editor.quote_name
         for table, column in tables:
             like = schema_editor._create_index_name(table, [column], suffix="_like")

@@ -175,6 +175,9 @@ DATABASE_POOL_TIMEOUT_SECONDS = env_float("DATABASE_POOL_TIMEOUT_SECONDS", 5, mi
 DATABASE_CONNECT_TIMEOUT_SECONDS = env_int("DATABASE_CONNECT_TIMEOUT_SECONDS", 10, minimum=2)
 # Seconds a Postgres server may leave sent data unacknowledged before the connection fails.
 DATABASE_TCP_TIMEOUT_SECONDS = env_int("DATABASE_TCP_TIMEOUT_SECONDS", 30, minimum=1)
+# How long a migration that swaps indexes (common.plain_indexes) waits for a table's lock
+# before it gives up whole, so that the app's queries never queue behind it for longer.
+DATABASE_MIGRATE_LOCK_TIMEOUT_SECONDS = env_int("DATABASE_MIGRATE_LOCK_TIMEOUT_SECONDS", 10, minimum=1)
 # What a 503 from an unreachable or exhausted database tells clients to wait.
 HARNESS_RETRY_AFTER_SECONDS = env_int("HARNESS_RETRY_AFTER_SECONDS", 2, minimum=1)
 # How long an Idempotency-Key on POST /api/runs is remembered, per principal.

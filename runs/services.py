@@ -708,9 +708,11 @@ def _reenqueue_lost(now: datetime) -> list[str]:
 
     The oldest LOST_CHECK_BATCH queued runs are looked for on the queue in one round trip. A
     run held back by the principal cap waits in a worker's memory, not on the queue, so the
-    runs of an owner at the cap are left alone until the owner is below it (their held runs
-    are claimed then, a lost one is enqueued again by the next pass); the engine also drops a
-    task for a run it already holds, and a claim makes any other repeat harmless."""
+    runs of an owner at the cap are left alone until the owner is below it (a lost one is
+    enqueued again by a pass after that). A held run whose owner is below the cap for the
+    moment may be enqueued again: the worker that holds it drops the repeat, another worker
+    holds it too, and whichever claims it first runs it; the claim makes every repeat
+    harmless, and there is at most one on the queue at a time."""
     cutoff = now - timedelta(seconds=settings.HARNESS_REQUEUE_AFTER_SECONDS)
     at_cap = (
         Run.objects.filter(status=Run.Status.RUNNING)
@@ -731,7 +733,12 @@ def _reenqueue_lost(now: datetime) -> list[str]:
     except Exception as exc:
         logger.warning("run queue unavailable: lost runs are enqueued again later", extra={"error": type(exc).__name__})
         return []
-    lost = [run_id for run_id in lost if f"{RUN_TASK_PREFIX}{run_id}" not in (waiting or ())]
+    missing = [run_id for run_id in lost if f"{RUN_TASK_PREFIX}{run_id}" not in (waiting or ())]
+    # A worker may have taken a task between the two reads: its run is no longer queued once
+    # the claim commits. (One taken in the few milliseconds before that is enqueued again: a
+    # repeat the claim makes harmless.)
+    still = set(Run.objects.filter(pk__in=missing, status=Run.Status.QUEUED).values_list("id", flat=True))
+    lost = [run_id for run_id in missing if run_id in still]
     enqueued = []
     for run_id in lost:
         logger.warning("re-enqueueing a queued run whose task was lost", extra={"run_id": run_id})

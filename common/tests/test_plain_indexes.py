@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -29,8 +30,7 @@ def _pattern_ops(table: str) -> set[str]:
         return {name for (name,) in cursor.fetchall()}
 
 
-@isolate_apps("runs")
-def test_indexes_are_swapped_for_plain_named_ones_and_back():
+def _thing() -> type[models.Model]:
     class Thing(models.Model):  # noqa: DJ008 (a table for this test only)
         id = models.CharField(primary_key=True, max_length=20)
         kind = models.CharField(max_length=20, db_index=True)
@@ -40,6 +40,12 @@ def test_indexes_are_swapped_for_plain_named_ones_and_back():
             app_label = "runs"
             db_table = "plain_index_thing"
 
+    return Thing
+
+
+@isolate_apps("runs")
+def test_indexes_are_swapped_for_plain_named_ones_and_back():
+    Thing = _thing()
     table = Thing._meta.db_table
     with connection.schema_editor() as editor:
         editor.create_model(Thing)
@@ -66,6 +72,37 @@ def test_indexes_are_swapped_for_plain_named_ones_and_back():
             restore_pk(apps, editor)
             backwards(apps, editor)
         assert (_indexes(table), _pattern_ops(table)) == (before, before_ops)
+    finally:
+        with connection.schema_editor() as editor:
+            editor.delete_model(Thing)
+
+
+@isolate_apps("runs")
+def test_a_swap_behind_a_long_transaction_gives_up_at_the_lock_timeout(settings):
+    if connection.vendor != "postgresql":
+        pytest.skip("lock_timeout is Postgres's; SQLite has one writer and no long readers to wait for")
+    import psycopg
+    from django.db import OperationalError
+
+    settings.DATABASE_MIGRATE_LOCK_TIMEOUT_SECONDS = 1
+    Thing = _thing()
+    table = Thing._meta.db_table
+    with connection.schema_editor() as editor:
+        editor.create_model(Thing)
+    params = connection.get_connection_params()
+    params.pop("cursor_factory", None)
+    params.pop("context", None)
+    try:
+        before = _indexes(table)
+        forwards, _ = swap_indexes([Swap(table, "kind", "thing_kind")])
+        with psycopg.connect(**params) as other:  # a reader in a long transaction
+            other.execute("SELECT count(*) FROM plain_index_thing")
+            started = time.monotonic()
+            with pytest.raises(OperationalError, match="lock timeout"), connection.schema_editor() as editor:
+                forwards(None, editor)
+            waited = time.monotonic() - started
+        assert 1 <= waited < 5
+        assert _indexes(table) == before  # nothing changed
     finally:
         with connection.schema_editor() as editor:
             editor.delete_model(Thing)

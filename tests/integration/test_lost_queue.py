@@ -54,11 +54,13 @@ def test_runs_whose_tasks_redis_lost_are_enqueued_again_under_load(tmp_path):
 
         # The first runs still queued are the lost ones: nothing takes them from the queue now.
         lost = {run_id for run_id in first if client.get(f"/api/runs/{run_id}").json()["status"] == "queued"}
-        assert len(lost) == 4
+        assert len(lost) >= 3  # 4, unless a slot freed while the keys went
 
         report = harness.manage("reap_runs").stdout
         reenqueued = {line.split(": ")[1] for line in report.splitlines() if "re-enqueued: " in line}
-        assert reenqueued == lost, report  # the lost ones, none of the runs waiting on the queue
+        # The lost ones. A later run counts too only if a worker took its task in the moment
+        # between the reaper's two reads (it then runs once all the same: see below).
+        assert lost <= reenqueued and reenqueued - lost <= set(later) and len(reenqueued - lost) <= 1, report
 
         for run_id in first + later:
             done = harness.wait_for(client, run_id, ("succeeded", "failed", "cancelled"), timeout=60)
