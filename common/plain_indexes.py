@@ -41,10 +41,20 @@ def _bounded_lock_wait(schema_editor: Any) -> None:
         schema_editor.execute(f"SET LOCAL lock_timeout = {milliseconds}")
 
 
+def _like_name(schema_editor: Any, table: str, column: str) -> str:
+    return schema_editor._create_index_name(table, [column], suffix="_like")
+
+
 def _names(schema_editor: Any, swap: Swap) -> tuple[str, str]:
     """The names Django gave the column's index and its `_like` index."""
     plain = schema_editor._create_index_name(swap.table, [swap.column], suffix="")
-    return plain, schema_editor._create_index_name(swap.table, [swap.column], suffix="_like")
+    return plain, _like_name(schema_editor, swap.table, swap.column)
+
+
+def _create_like(schema_editor: Any, table: str, column: str) -> None:
+    quote = schema_editor.quote_name
+    like = _like_name(schema_editor, table, column)
+    schema_editor.execute(f"CREATE INDEX {quote(like)} ON {quote(table)} ({quote(column)} varchar_pattern_ops)")
 
 
 def _forwards(schema_editor: Any, swap: Swap) -> None:
@@ -64,7 +74,7 @@ def _forwards(schema_editor: Any, swap: Swap) -> None:
 
 def _backwards(schema_editor: Any, swap: Swap) -> None:
     quote = schema_editor.quote_name
-    plain, like = _names(schema_editor, swap)
+    plain = _names(schema_editor, swap)[0]
     postgres = schema_editor.connection.vendor == "postgresql"
     if swap.name is not None and postgres:
         schema_editor.execute(f"ALTER INDEX {quote(swap.name)} RENAME TO {quote(plain)}")
@@ -73,9 +83,7 @@ def _backwards(schema_editor: Any, swap: Swap) -> None:
             schema_editor.execute(f"DROP INDEX IF EXISTS {quote(swap.name)}")
         schema_editor.execute(f"CREATE INDEX {quote(plain)} ON {quote(swap.table)} ({quote(swap.column)})")
     if postgres and swap.string:
-        schema_editor.execute(
-            f"CREATE INDEX {quote(like)} ON {quote(swap.table)} ({quote(swap.column)} varchar_pattern_ops)"
-        )
+        _create_like(schema_editor, swap.table, swap.column)
 
 
 def swap_indexes(swaps: Sequence[Swap]) -> tuple[Callable[..., None], Callable[..., None]]:
@@ -104,15 +112,13 @@ def drop_primary_key_like_indexes(tables: Sequence[tuple[str, str]]) -> tuple[Ca
         if schema_editor.connection.vendor != "postgresql":
             return
         _bounded_lock_wait(schema_editor)
-        quote = schema_editor.quote_name
         for table, column in tables:
-            like = schema_editor._create_index_name(table, [column], suffix="_like")
             if create:
-                schema_editor.execute(
-                    f"CREATE INDEX {quote(like)} ON {quote(table)} ({quote(column)} varchar_pattern_ops)"
-                )
+                _create_like(schema_editor, table, column)
             else:
-                schema_editor.execute(f"DROP INDEX IF EXISTS {quote(like)}")
+                schema_editor.execute(
+                    f"DROP INDEX IF EXISTS {schema_editor.quote_name(_like_name(schema_editor, table, column))}"
+                )
 
     return (lambda apps, schema_editor: run(schema_editor, False)), (
         lambda apps, schema_editor: run(schema_editor, True)
